@@ -1,0 +1,37 @@
+/**
+ * Outbound streaming: feed an (async) iterable into a stream, one message at a time, and
+ * wait for credit whenever `send()` says the peer's window is full. The iterable is only
+ * pulled as fast as the peer reads, so a slow reader bounds the sender's memory.
+ */
+import type { Stream } from '../session/stream.js';
+
+/** Wakes a pump waiting for credit; also opened when the call dies so the pump can stop. */
+export class DrainGate {
+  private waiter: (() => void) | undefined;
+  wait(): Promise<void> {
+    return new Promise((r) => (this.waiter = r));
+  }
+  open(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+}
+
+/**
+ * Send every item of `source` on `stream`, encoded with `encode`. Stops early (closing
+ * the source's iterator) when `stopped()` turns true. Errors from the source or the
+ * encoder propagate to the caller.
+ */
+export async function pumpSource<T>(source: AsyncIterable<T> | Iterable<T>, stream: Stream, gate: DrainGate, encode: (v: T) => Buffer | Promise<Buffer>, stopped: () => boolean): Promise<void> {
+  stream.onDrain = () => gate.open();
+  for await (const item of source) {
+    if (stopped()) return;
+    const payload = await encode(item);
+    if (stopped()) return;
+    if (!stream.send(payload)) {
+      await gate.wait();
+      if (stopped()) return;
+    }
+  }
+}

@@ -1,0 +1,346 @@
+/**
+ * The RPC server: `createServer(options).add(implement(Def, handlers)).listen({ host, port })`.
+ *
+ * Every accepted connection becomes a Session; every CALL on it becomes a ServerCall that
+ * looks up the method, decodes and validates the request, runs the handler (through the
+ * interceptors) and sends the reply and the status. `close(graceMs)` drains: listeners
+ * stop, every session sends GOAWAY, in-flight calls finish (or are reset after the grace
+ * period), new calls are refused with UNAVAILABLE.
+ */
+import { createError, ErrorCode, isSkeinError, Status, statusName, type SkeinError } from '../errors.js';
+import { CodecId, getCodec, type Codec } from '../codec/index.js';
+import { getTransport } from '../transport/index.js';
+import type { Connection, Listener, ListenOptions, PeerInfo, TlsOptions } from '../transport/transport.js';
+import { Session } from '../session/session.js';
+import type { SessionOptions } from '../session/options.js';
+import type { Stream } from '../session/stream.js';
+import type { CallHead, Metadata } from '../wire/payloads.js';
+import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
+import { InboundQueue } from './inbound.js';
+import { DrainGate, pumpSource } from './outbound.js';
+import { validate } from './validate.js';
+import { compose, type CallContext, type CallOptions, type Handle, type Handlers, type ImplementedService, type ServerInterceptor } from './types.js';
+
+export interface ServerOptions extends SessionOptions {
+  /** Interceptors around every handler; the first is the outermost. @default [] */
+  interceptors?: ServerInterceptor[];
+  /** TLS for every listener (cert and key required). */
+  tls?: TlsOptions;
+  /** Default grace period for `close()`, in ms. @default 10000 */
+  drainGraceMs?: number;
+  /**
+   * Called with unexpected errors: a handler threw something that is not a SkeinError
+   * (the client only sees INTERNAL). @default writes one line to stderr
+   */
+  onError?: (err: unknown, where: { service: string; method: string }) => void;
+}
+
+/** Pair a service definition with its handlers. Every method must have a handler. */
+export function implement<M extends MethodMap>(def: ServiceDef<M>, handlers: Handlers<M>): ImplementedService<M> {
+  for (const name of Object.keys(def.methods)) {
+    if (typeof (handlers as Record<string, unknown>)[name] !== 'function') throw createError(ErrorCode.INVALID_OPTIONS, `implement(${def.name}): no handler for method ${name}`);
+  }
+  return Object.freeze({ def, handlers });
+}
+
+interface MethodEntry {
+  service: string;
+  method: string;
+  def: MethodDef;
+  handle: Handle;
+}
+
+export interface BoundAddress {
+  /** 'host:port', 'unix:/path' or 'memory:name'. */
+  address: string;
+  host?: string;
+  port?: number;
+}
+
+const NONE = Symbol('none');
+
+export class Server {
+  private readonly services = new Map<string, Map<string, MethodEntry>>();
+  private readonly listeners: Listener[] = [];
+  private readonly sessions = new Set<Session>();
+  private closing: Promise<void> | undefined;
+  readonly options: Readonly<ServerOptions>;
+  private readonly onError: (err: unknown, where: { service: string; method: string }) => void;
+
+  constructor(options: ServerOptions = {}) {
+    this.options = Object.freeze({ ...options });
+    this.onError = options.onError ?? ((err, w) => process.stderr.write(`skein: handler ${w.service}.${w.method} failed: ${(err as Error)?.stack ?? String(err)}\n`));
+  }
+
+  /** Serve an implemented service. Adding the same service name twice is an error. */
+  add(impl: ImplementedService<any>): this {
+    const { def, handlers } = impl;
+    if (this.services.has(def.name)) throw createError(ErrorCode.INVALID_OPTIONS, `service ${def.name} is already added`);
+    const methods = new Map<string, MethodEntry>();
+    const interceptors = this.options.interceptors ?? [];
+    for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
+      const fn = (handlers as Record<string, (...a: unknown[]) => unknown>)[name]!;
+      const base: Handle = (call) => fn.call(handlers, call.request, call.ctx) as ReturnType<Handle>;
+      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base) });
+    }
+    this.services.set(def.name, methods);
+    return this;
+  }
+
+  /** Names of the services served. */
+  get serviceNames(): string[] {
+    return [...this.services.keys()];
+  }
+
+  /** Start listening: TCP (host/port), TLS (when `tls` is set), unix (`path`) or memory (`name`). */
+  async listen(options: ListenOptions = {}): Promise<BoundAddress> {
+    if (this.closing) throw createError(ErrorCode.CLOSED, 'server is closed');
+    const tls = options.tls ?? this.options.tls;
+    const transport = getTransport(options.path !== undefined ? 'unix' : options.name !== undefined ? 'memory' : tls !== undefined ? 'tls' : 'tcp')!;
+    const listener = await transport.listen(tls !== undefined ? { ...options, tls } : options, (conn) => this.accept(conn));
+    this.listeners.push(listener);
+    const bound: BoundAddress = { address: listener.address };
+    if (listener.port !== undefined) {
+      bound.port = listener.port;
+      bound.host = options.host ?? '127.0.0.1';
+    }
+    return bound;
+  }
+
+  /** Addresses currently listened on. */
+  get addresses(): string[] {
+    return this.listeners.map((l) => l.address);
+  }
+
+  /** Open connections. */
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  /**
+   * Drain and stop: listeners close, sessions send GOAWAY, in-flight calls get `graceMs`
+   * to finish (then they are reset with UNAVAILABLE). Idempotent; resolves when all is closed.
+   */
+  close(graceMs = this.options.drainGraceMs ?? 10000): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all(this.listeners.map((l) => l.close().catch(() => {})));
+      await Promise.all([...this.sessions].map((s) => s.drain(graceMs)));
+    })();
+    return this.closing;
+  }
+
+  private accept(conn: Connection): void {
+    if (this.closing) {
+      conn.socket.destroy();
+      return;
+    }
+    const session = Session.accept(conn, this.options);
+    this.sessions.add(session);
+    session.once('close', () => this.sessions.delete(session));
+    session.onStream = (stream, head) => this.dispatch(session, stream, head);
+  }
+
+  private dispatch(session: Session, stream: Stream, head: CallHead): void {
+    const entry = this.services.get(head.service)?.get(head.method);
+    if (entry === undefined) {
+      stream.end(Status.UNIMPLEMENTED, this.services.has(head.service) ? `unknown method ${head.service}.${head.method}` : `unknown service ${head.service}`);
+      return;
+    }
+    const codecs = codecsFor(entry.def, head.codec);
+    if (codecs === undefined) {
+      stream.end(Status.INVALID_ARGUMENT, `${head.service}.${head.method} does not accept codec id ${head.codec}`);
+      return;
+    }
+    new ServerCall(this.onError, session, stream, head, entry, codecs.req, codecs.res);
+  }
+}
+
+function codecsFor(def: MethodDef, codecId: number): { req: Codec; res: Codec } | undefined {
+  if (def.protobuf !== undefined) return codecId === CodecId.PROTOBUF ? { req: def.protobuf.request, res: def.protobuf.response } : undefined;
+  if (codecId === CodecId.PROTOBUF) return undefined;
+  const c = getCodec(codecId);
+  return c === undefined ? undefined : { req: c, res: c };
+}
+
+/** Turn anything thrown by a handler into the status sent to the client. */
+function toStatusError(err: unknown, report: () => void): SkeinError {
+  if (isSkeinError(err)) return err;
+  report();
+  return createError(ErrorCode.INTERNAL, 'internal error');
+}
+
+/** One call on the server side. */
+class ServerCall implements CallContext {
+  readonly service: string;
+  readonly method: string;
+  readonly deadline: number | undefined;
+  readonly metadata: Metadata;
+  private request: unknown = NONE;
+  private inbound: InboundQueue<unknown> | undefined;
+  private done = false;
+  private controller: AbortController | undefined;
+  private abortReason: SkeinError | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private trailersMd: Metadata | undefined;
+  private gate: DrainGate | undefined;
+
+  constructor(
+    private readonly onError: (err: unknown, where: { service: string; method: string }) => void,
+    private readonly session: Session,
+    private readonly stream: Stream,
+    head: CallHead,
+    private readonly entry: MethodEntry,
+    private readonly reqCodec: Codec,
+    private readonly resCodec: Codec,
+  ) {
+    this.service = entry.service;
+    this.method = entry.method;
+    this.metadata = head.metadata;
+    this.deadline = head.timeoutMs > 0 ? Date.now() + head.timeoutMs : undefined;
+    if (head.timeoutMs > 0) {
+      this.timer = setTimeout(() => this.expire(), head.timeoutMs);
+    }
+    stream.onAbort = (err) => this.abort(err.code === ErrorCode.STREAM_RESET ? createError(ErrorCode.CANCELLED, `call cancelled by the client${err.message ? `: ${err.message}` : ''}`) : err);
+    const kind = entry.def.kind;
+    if (kind === MethodKind.UNARY || kind === MethodKind.SERVER_STREAM) {
+      stream.onMessage = (msg, size) => this.onSingleRequest(msg, size);
+      stream.onEnd = () => {
+        if (this.done) return;
+        if (this.request === NONE) this.finish(createError(ErrorCode.VALIDATION, 'the call ended without a request message'));
+        else void this.run(this.request);
+      };
+    } else {
+      const q = (this.inbound = new InboundQueue<unknown>(() => {}));
+      q.attach(stream);
+      stream.onMessage = (msg, size) => {
+        let v: unknown;
+        try {
+          v = this.reqCodec.decode(msg);
+        } catch (err) {
+          this.finish(createError(ErrorCode.VALIDATION, `request message could not be decoded: ${(err as Error).message}`));
+          return;
+        }
+        q.push(v, size);
+      };
+      stream.onEnd = () => q.end();
+      const input = entry.def.input;
+      void this.run(input === undefined ? q : validatedStream(q, input));
+    }
+  }
+
+  // ---------------------------------------------------------------- CallContext
+
+  get peer(): PeerInfo {
+    return this.session.peer;
+  }
+
+  get identity(): unknown {
+    return this.session.identity;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.abortReason !== undefined) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  get trailers(): Metadata {
+    return (this.trailersMd ??= {});
+  }
+
+  forward(extra: CallOptions = {}): CallOptions {
+    const out: CallOptions = { ...extra };
+    if (this.deadline !== undefined) out.deadline = extra.deadline === undefined ? this.deadline : Math.min(extra.deadline, this.deadline);
+    out.signal = extra.signal === undefined ? this.signal : AbortSignal.any([this.signal, extra.signal]);
+    return out;
+  }
+
+  // ---------------------------------------------------------------- flow
+
+  private onSingleRequest(msg: Buffer, size: number): void {
+    if (this.done) return;
+    if (this.request !== NONE) {
+      this.finish(createError(ErrorCode.VALIDATION, `${this.service}.${this.method} takes one request message, got more`));
+      return;
+    }
+    try {
+      this.request = this.reqCodec.decode(msg);
+    } catch (err) {
+      this.finish(createError(ErrorCode.VALIDATION, `request could not be decoded: ${(err as Error).message}`));
+      return;
+    }
+    this.stream.consume(size);
+  }
+
+  private async run(request: unknown): Promise<void> {
+    const def = this.entry.def;
+    try {
+      if (def.input !== undefined && (def.kind === MethodKind.UNARY || def.kind === MethodKind.SERVER_STREAM)) request = await validate(def.input, request, 'request');
+      if (this.done) return;
+      const result = this.entry.handle({ service: this.service, method: this.method, kind: def.kind, request, ctx: this });
+      if (def.kind === MethodKind.UNARY || def.kind === MethodKind.CLIENT_STREAM) {
+        let reply = await (result as Promise<unknown>);
+        if (this.done) return;
+        if (def.output !== undefined) reply = await validate(def.output, reply, 'reply');
+        this.stream.send(this.resCodec.encode(reply));
+        this.finish(undefined);
+      } else {
+        if (result === null || typeof result !== 'object' || (!(Symbol.asyncIterator in result) && !(Symbol.iterator in result))) {
+          throw createError(ErrorCode.INTERNAL, `${this.service}.${this.method} must return an iterable (use an async generator)`, { status: Status.INTERNAL });
+        }
+        const gate = (this.gate = new DrainGate());
+        const output = def.output;
+        await pumpSource(result as AsyncIterable<unknown>, this.stream, gate, output === undefined ? (v) => this.resCodec.encode(v) : async (v) => this.resCodec.encode(await validate(output, v, 'reply')), () => this.done);
+        this.finish(undefined);
+      }
+    } catch (err) {
+      this.finish(toStatusError(err, () => this.onError(err, { service: this.service, method: this.method })));
+    }
+  }
+
+  /** Send the final status (OK when `err` is undefined) and release everything. */
+  private finish(err: SkeinError | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    if (err === undefined) this.stream.end(0, '', undefined, this.trailersMd);
+    else this.stream.end(err.status, err.message, err.details, { ...err.metadata, ...this.trailersMd });
+    this.inbound?.fail(createError(ErrorCode.CANCELLED, 'call finished'));
+    this.gate?.open();
+    if (err !== undefined) this.signalAbort(createError(ErrorCode.CANCELLED, `call ended with ${statusName(err.status)}`));
+  }
+
+  /** The stream died under the call (client cancel, connection lost): stop the handler. */
+  private abort(err: SkeinError): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    this.inbound?.fail(err);
+    this.gate?.open();
+    this.signalAbort(err);
+  }
+
+  private expire(): void {
+    if (this.done) return;
+    const err = createError(ErrorCode.DEADLINE, `deadline exceeded in ${this.service}.${this.method}`);
+    this.signalAbort(err);
+    this.finish(err);
+  }
+
+  private signalAbort(reason: SkeinError): void {
+    if (this.abortReason !== undefined) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
+async function* validatedStream(source: AsyncIterable<unknown>, schema: NonNullable<MethodDef['input']>): AsyncGenerator<unknown> {
+  for await (const v of source) yield await validate(schema, v, 'request');
+}
+
+/** Create a server. See ServerOptions for the defaults. */
+export function createServer(options: ServerOptions = {}): Server {
+  return new Server(options);
+}
