@@ -12,7 +12,7 @@ import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors
 import { CodecId, getCodec, type Codec } from '../codec/index.js';
 import { ClientConnection, type ClientConnectionOptions } from '../session/client-connection.js';
 import type { ConnectivityStateValue, StateChange } from '../session/connectivity.js';
-import type { Session } from '../session/session.js';
+import type { OpenStreamHead, Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { checkMetadata, type EndInfo, type Metadata } from '../wire/payloads.js';
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
@@ -169,7 +169,8 @@ function openCall(session: Session, rt: MethodRuntime, o: CallOptions, deadline:
     timeoutMs = deadline - Date.now();
     if (timeoutMs <= 0) throw createError(ErrorCode.DEADLINE, `deadline exceeded before ${rt.service}.${rt.method} was sent`);
   }
-  const head: { codec: number; timeoutMs: number; path: Buffer; metadata?: Metadata } = { codec: rt.codecId, timeoutMs, path: rt.path };
+  const head: OpenStreamHead = { codec: rt.codecId, timeoutMs, path: rt.path };
+  if (timeoutMs > 0) head.deadline = deadline;
   if (o.metadata !== undefined) head.metadata = o.metadata;
   return session.openStream(head);
 }
@@ -307,7 +308,7 @@ class StreamingCall implements ResponseStream<unknown> {
       this.queue.push(v, size);
     };
     stream.onEnd = (info) => {
-      if (info === null || info.status !== 0) return this.fail(info === null ? createError(ErrorCode.PROTOCOL, 'call ended without a status') : remoteError(info));
+      if (info === null || info.status !== 0) return this.fail(info === null ? createError(ErrorCode.PROTOCOL, 'call ended without a status') : remoteError(info), true);
       this.finish();
       this.queue.end();
       this.resolveTrailers(info.metadata);
@@ -336,10 +337,10 @@ class StreamingCall implements ResponseStream<unknown> {
     return true;
   }
 
-  private fail(err: SkeinError): void {
+  private fail(err: SkeinError, keepBuffered = false): void {
     if (!this.finish()) return;
     this.settledErr = err;
-    this.queue.fail(err);
+    this.queue.fail(err, keepBuffered);
     this.rejectTrailers(err);
   }
 

@@ -110,7 +110,7 @@ export function service<M extends MethodMap>(name: string, methods: M): ServiceD
   if (typeof name !== 'string' || !NAME_RE.test(name)) throw createError(ErrorCode.INVALID_OPTIONS, `invalid service name ${JSON.stringify(name)}`);
   const paths: Record<string, Buffer> = {};
   for (const [m, def] of Object.entries(methods)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(m)) throw createError(ErrorCode.INVALID_OPTIONS, `invalid method name ${JSON.stringify(m)} in service ${name}`);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(m) || m === '__proto__') throw createError(ErrorCode.INVALID_OPTIONS, `invalid method name ${JSON.stringify(m)} in service ${name}`);
     if (def === null || typeof def !== 'object' || !Object.values(MethodKind).includes(def.kind)) throw createError(ErrorCode.INVALID_OPTIONS, `${name}.${m} is not a method definition (use unary(), serverStream(), clientStream() or bidi())`);
     paths[m] = encodeCallPath(name, m);
   }

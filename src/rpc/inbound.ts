@@ -55,14 +55,20 @@ export class InboundQueue<T> implements AsyncIterableIterator<T> {
     }
   }
 
-  /** The call failed: the next read throws `err` (buffered messages are dropped). */
-  fail(err: SkeinError): void {
+  /**
+   * The call failed: reads throw `err`. With `keepBuffered` (the peer ended the call with an
+   * error status) messages that already arrived are delivered first, as gRPC does; otherwise
+   * (local cancel, connection lost) they are dropped.
+   */
+  fail(err: SkeinError, keepBuffered = false): void {
     if (this.ended || this.error !== undefined) return;
     this.error = err;
-    this.items = [];
-    this.head = 0;
+    if (!keepBuffered) {
+      this.items = [];
+      this.head = 0;
+    }
     const w = this.waiter;
-    if (w !== undefined) {
+    if (w !== undefined && this.head >= this.items.length) {
       this.waiter = undefined;
       w.reject(err);
     }

@@ -1,0 +1,158 @@
+/**
+ * `skein call SERVICE.METHOD [JSON]`: call one method of a running server and print every
+ * reply message as one JSON line.
+ *
+ * The CLI has no service definition, so it does not know the method's kind. It does not
+ * need to: on the wire every shape is the same (CALL, DATA..., END with a status), so the
+ * call is always made as a bidi stream of a definition built at run time, and the server
+ * decides what it accepts. Requests: the JSON argument as the single message (stdin is
+ * not touched), or, without it (or with `-`), NDJSON from stdin until EOF - which is how
+ * client streams and bidi calls are fed. Replies: one JSON line each, as they arrive. A
+ * unary call prints one line, a server stream one line per message.
+ */
+import { Option, type Command } from 'commander';
+import { bidi, connect, createError, ErrorCode, service, type CallOptions, type ClientOptions, type Metadata, type ServiceDef } from '../index.js';
+import { parseTarget } from '../transport/index.js';
+import { collectMeta, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, toJsonLine, UsageError, writeLine } from './util.js';
+
+interface CallFlags {
+  target?: string;
+  timeout: number;
+  meta?: Metadata;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  jsonCodec?: boolean;
+}
+
+const EXAMPLES = `
+Examples:
+  $ skein call echo.say '{"text":"hi"}' --target 127.0.0.1:7700
+  $ skein call echo.count '{"n":3}' -t 127.0.0.1:7700            # one line per reply
+  $ printf '{"n":1}\\n{"n":2}\\n' | skein call echo.sum -t 127.0.0.1:7700   # client stream from NDJSON
+  $ skein call echo.chat -t 127.0.0.1:7700 < messages.ndjson       # bidi
+  $ SKEIN_TARGET=127.0.0.1:7700 skein call shop.cart.add '{"sku":"a1"}' --meta user=ada --timeout 500
+  $ skein call echo.say '{}' -t localhost:7700 --tls-ca ca.pem      # TLS (tls://host:port also works)
+
+Requests: the JSON argument is the only request; without it (or with "-") every line of
+stdin is one request (NDJSON) until EOF. This works for every kind of method (unary,
+server stream, client stream, bidi): the server takes what the method expects.
+Replies: one JSON line per message on stdout. Binary values (MessagePack bin) print as
+base64 strings, 64-bit integers beyond 2^53 as decimal strings, dates as ISO strings.
+A JSON argument that starts with "-" goes after "--": skein call svc.m -t H:P -- -1
+On failure: "STATUS: message" on stderr (e.g. "DEADLINE_EXCEEDED: ..."), exit status 1.
+Bad arguments or bad JSON input: exit status 2.`;
+
+export function registerCall(program: Command): void {
+  program
+    .command('call')
+    .summary('call a method and print the replies as JSON lines')
+    .description('Call SERVICE.METHOD (the method is the part after the last dot) and print each reply message as one JSON line.')
+    .argument('<service.method>', 'e.g. echo.say, shop.cart.add')
+    .argument('[json]', 'the request as JSON; omit (or "-") to read NDJSON requests from stdin')
+    .addOption(new Option('-t, --target <host:port>', 'server address: host:port, tls://host:port, unix:/path').env('SKEIN_TARGET'))
+    .addOption(new Option('--timeout <ms>', 'deadline for the whole call; 0 for none').argParser(intOption(0, 0x7fffffff)).default(30000).env('SKEIN_TIMEOUT'))
+    .option('-m, --meta <key=value>', 'metadata sent with the call (repeatable)', collectMeta)
+    .option('--tls-ca <file>', 'connect with TLS, trusting this PEM CA')
+    .option('--tls-cert <file>', 'client certificate for mutual TLS (with --tls-key)')
+    .option('--tls-key <file>', 'private key for --tls-cert')
+    .option('--json-codec', 'encode messages as JSON on the wire instead of MessagePack')
+    .addHelpText('after', EXAMPLES)
+    .action((path: string, json: string | undefined, flags: CallFlags) => call(path, json, flags));
+}
+
+/** Method names the client object keeps for itself (see rpc/client.ts). */
+const RESERVED = new Set(['connection', 'state', 'status', 'ready', 'close', 'then', '__proto__']);
+
+/**
+ * A one-method definition for SERVICE.METHOD, declared bidi. A method whose name the
+ * client reserves is defined under another key with the same wire path.
+ */
+function runtimeDef(path: string): { def: ServiceDef; key: string } {
+  const dot = path.lastIndexOf('.');
+  if (dot <= 0 || dot === path.length - 1) throw new UsageError(`expected SERVICE.METHOD, got ${JSON.stringify(path)}`);
+  const name = path.slice(0, dot);
+  const method = path.slice(dot + 1);
+  let def: ServiceDef;
+  try {
+    def = service(name, { [method]: bidi() });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (!RESERVED.has(method)) return { def, key: method };
+  const key = `${method.replace(/^_+/, '')}_`;
+  return { def: { name, methods: { [key]: def.methods[method]! }, paths: { [key]: def.paths[method]! } }, key };
+}
+
+async function call(path: string, json: string | undefined, flags: CallFlags): Promise<void> {
+  let stdinError: UsageError | undefined;
+  let options: ClientOptions;
+  let def: ServiceDef;
+  let key: string;
+  let requests: Iterable<unknown> | AsyncIterable<unknown>;
+  try {
+    ({ def, key } = runtimeDef(path));
+    if (flags.target === undefined || flags.target === '') throw new UsageError('no target: pass --target HOST:PORT or set SKEIN_TARGET');
+    try {
+      parseTarget(flags.target);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    options = { target: flags.target, codec: flags.jsonCodec === true ? 'json' : 'msgpack', waitForReady: false };
+    const tls = readTls(flags, 'client') ?? (flags.target.startsWith('tls://') ? {} : undefined);
+    if (tls !== undefined) options.tls = tls;
+    if (json !== undefined && json !== '-') requests = [parseJson(json, 'the request argument')];
+    else {
+      if (process.stdin.isTTY) log('skein call: reading NDJSON requests from stdin (one per line; end with Ctrl-D)');
+      requests = (async function* () {
+        try {
+          yield* readNdjson(process.stdin);
+        } catch (err) {
+          if (err instanceof UsageError) stdinError = err;
+          throw err;
+        }
+      })();
+    }
+  } catch (err) {
+    log(`skein call: ${err instanceof UsageError ? err.message : formatError(err)}`);
+    return exit(ExitCode.USAGE);
+  }
+
+  const client = connect(def, options);
+  const ac = new AbortController();
+  const onSigint = (): void => ac.abort(createError(ErrorCode.CANCELLED, `call to ${path} interrupted`));
+  process.once('SIGINT', onSigint);
+  // Whoever read stdout stopped (EPIPE, `| head -1`): cancel the call and exit quietly
+  // with 0. Any other write error cancels it too, with exit status 1.
+  let outputError: NodeJS.ErrnoException | undefined;
+  const onStdoutError = (err: NodeJS.ErrnoException): void => {
+    outputError ??= err;
+    ac.abort(createError(ErrorCode.CANCELLED, 'stdout closed'));
+  };
+  process.stdout.on('error', onStdoutError);
+  const callOptions: CallOptions = { timeout: flags.timeout === 0 ? Infinity : flags.timeout, signal: ac.signal };
+  if (flags.meta !== undefined) callOptions.metadata = flags.meta;
+
+  let code: ExitCodeValue = ExitCode.OK;
+  try {
+    const invoke = (client as unknown as Record<string, (r: unknown, o: CallOptions) => AsyncIterable<unknown>>)[key]!;
+    for await (const reply of invoke(requests, callOptions)) await writeLine(process.stdout, toJsonLine(reply));
+  } catch (err) {
+    if (outputError !== undefined && outputError.code !== 'EPIPE') {
+      log(`skein call: cannot write to stdout: ${outputError.message}`);
+      code = ExitCode.FAILED;
+    } else if (outputError !== undefined || err instanceof OutputClosedError) {
+      code = ExitCode.OK;
+    } else if (stdinError !== undefined) {
+      log(`skein call: ${stdinError.message}`);
+      code = ExitCode.USAGE;
+    } else {
+      log(formatError(err));
+      code = ExitCode.FAILED;
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    await client.close().catch(() => {});
+  }
+  return exit(code);
+}
