@@ -103,7 +103,7 @@ export interface ServiceDef<M extends MethodMap = MethodMap> {
   readonly paths: Readonly<Record<keyof M & string, Buffer>>;
 }
 
-const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.\-]*$/;
+const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
 
 /** Define a service. The name may contain dots ('shop.cart'); method names may not. */
 export function service<M extends MethodMap>(name: string, methods: M): ServiceDef<M> {

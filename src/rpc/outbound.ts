@@ -19,12 +19,24 @@ export class DrainGate {
 }
 
 /**
+ * How much a pump may send in one turn of the event loop before it yields (each message
+ * counts its size plus MESSAGE_COST). A generator that never awaits I/O otherwise runs in
+ * microtasks only, and would hold the event loop — every other connection of the process —
+ * until a whole stream window (1 MiB of tiny messages: ~100k iterations) is used up.
+ */
+const TURN_BUDGET = 64 * 1024;
+const MESSAGE_COST = 64;
+
+const yieldTurn = () => new Promise<void>((r) => setImmediate(r));
+
+/**
  * Send every item of `source` on `stream`, encoded with `encode`. Stops early (closing
  * the source's iterator) when `stopped()` turns true. Errors from the source or the
  * encoder propagate to the caller.
  */
 export async function pumpSource<T>(source: AsyncIterable<T> | Iterable<T>, stream: Stream, gate: DrainGate, encode: (v: T) => Buffer | Promise<Buffer>, stopped: () => boolean): Promise<void> {
   stream.onDrain = () => gate.open();
+  let budget = TURN_BUDGET;
   for await (const item of source) {
     if (stopped()) return;
     const payload = await encode(item);
@@ -32,6 +44,11 @@ export async function pumpSource<T>(source: AsyncIterable<T> | Iterable<T>, stre
     if (!stream.send(payload)) {
       await gate.wait();
       if (stopped()) return;
+      budget = TURN_BUDGET;
+    } else if ((budget -= payload.length + MESSAGE_COST) <= 0) {
+      await yieldTurn();
+      if (stopped()) return;
+      budget = TURN_BUDGET;
     }
   }
 }

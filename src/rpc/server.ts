@@ -162,6 +162,16 @@ function codecsFor(def: MethodDef, codecId: number): { req: Codec; res: Codec } 
   return c === undefined ? undefined : { req: c, res: c };
 }
 
+/**
+ * The client reset the stream: CANCELLED, unless its reset says the client's deadline
+ * passed (its timer can fire before ours, as its clock started first), which the handler
+ * must see as DEADLINE_EXCEEDED either way.
+ */
+function clientReset(err: SkeinError): SkeinError {
+  if (err.status === Status.DEADLINE_EXCEEDED) return createError(ErrorCode.DEADLINE, `deadline exceeded (the client gave up)${err.message ? `: ${err.message}` : ''}`);
+  return createError(ErrorCode.CANCELLED, `call cancelled by the client${err.message ? `: ${err.message}` : ''}`);
+}
+
 /** Turn anything thrown by a handler into the status sent to the client. */
 function toStatusError(err: unknown, report: () => void): SkeinError {
   if (isSkeinError(err)) return err;
@@ -200,7 +210,7 @@ class ServerCall implements CallContext {
     if (head.timeoutMs > 0) {
       this.timer = setTimeout(() => this.expire(), head.timeoutMs);
     }
-    stream.onAbort = (err) => this.abort(err.code === ErrorCode.STREAM_RESET ? createError(ErrorCode.CANCELLED, `call cancelled by the client${err.message ? `: ${err.message}` : ''}`) : err);
+    stream.onAbort = (err) => this.abort(err.code === ErrorCode.STREAM_RESET ? clientReset(err) : err);
     const kind = entry.def.kind;
     if (kind === MethodKind.UNARY || kind === MethodKind.SERVER_STREAM) {
       stream.onMessage = (msg, size) => this.onSingleRequest(msg, size);

@@ -164,6 +164,12 @@ export class ClientConnection extends EventEmitter<{ state: [StateChange] }> {
   }
 
   private notReady(): SkeinError {
+    const last = this.lastError;
+    // The server refused our credentials: that is its answer, not a transient failure, so
+    // calls fail with it (UNAUTHENTICATED, SKEIN_ERR_AUTH_REFUSED) rather than as a
+    // retryable UNAVAILABLE. The connection still retries with backoff, as the credential
+    // (or the server's mind) may change.
+    if (last?.code === ErrorCode.AUTH_REFUSED) return createError(ErrorCode.AUTH_REFUSED, `${this.target} refused the connection: ${last.message}`, { status: last.status, cause: last });
     return createError(ErrorCode.NOT_READY, `no connection to ${this.target}${this.lastError ? `: ${this.lastError.message}` : ''}`, { cause: this.lastError });
   }
 

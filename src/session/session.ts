@@ -77,7 +77,14 @@ export interface Negotiated {
 /** Per-stream parameters a client gives when opening a call. */
 export interface OpenStreamHead {
   codec: number;
+  /** Relative timeout for the CALL frame (0 = none); ignored when `deadline` is given. */
   timeoutMs: number;
+  /**
+   * Absolute deadline (Date.now() ms). The CALL frame's timeout is computed from it when the
+   * frame is written, so a call that waited for a stream slot does not hand the server the
+   * time it spent queued.
+   */
+  deadline?: number;
   /** Pre-encoded service + method (see encodeCallPath). */
   path: Buffer;
   metadata?: Metadata;
@@ -162,6 +169,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   private nextStreamId = 1;
   private lastPeerStreamId = 0;
   private readonly halfClosedIds: number[] = [];
+  private halfClosedNext = 0;
   private readonly halfClosedSet = new Set<number>();
   private connSendCredit = 0;
   private connRecvCredit: number;
@@ -289,7 +297,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     this.nextStreamId += 2;
     stream.id = id;
     this.streams.set(id, stream);
-    this.writer.writeFrame(FrameType.CALL, 0, id, encodeCall(head.codec, head.timeoutMs, head.path, head.metadata));
+    // At least 1 ms: 0 would mean "no deadline". An already-expired call is ended by its caller's own timer.
+    const timeoutMs = head.deadline !== undefined && Number.isFinite(head.deadline) ? Math.max(1, head.deadline - Date.now()) : head.timeoutMs;
+    this.writer.writeFrame(FrameType.CALL, 0, id, encodeCall(head.codec, timeoutMs, head.path, head.metadata));
     if (stream.queue !== null) {
       if (stream.queue.length === 0) stream.queue = null;
       else stream.flushQueue();
@@ -666,10 +676,12 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     if (id === 0) {
       this.connSendCredit += inc;
       if (this.connSendCredit > Limits.MAX_WINDOW) throw createError(ErrorCode.FLOW_CONTROL, 'connection window overflow');
-      // Streams queued behind the connection window go on in id order (rare: every half window).
+      // Streams blocked on the connection window go on in id order (rare: every half window).
+      // Not only those with queued frames: a stream whose last send() used up the credit has
+      // nothing queued but still waits for its onDrain.
       for (const s of this.streams.values()) {
         if (this.connSendCredit <= 0) break;
-        if (s.queue !== null && s.sendCredit > 0) s.flushQueue();
+        if (s.blocked && s.sendCredit > 0) s.flushQueue();
       }
       return;
     }
@@ -731,9 +743,13 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   /** Server: the client half-closed stream `s`; remember it to catch DATA sent after that. */
   private markRemoteEnded(s: Stream): void {
     s.remoteEnded = true;
+    // A ring of the last HALF_CLOSED_MEMORY ids: O(1) per call.
+    const ring = this.halfClosedIds;
+    const old = ring[this.halfClosedNext];
+    if (old !== undefined) this.halfClosedSet.delete(old);
+    ring[this.halfClosedNext] = s.id;
+    this.halfClosedNext = (this.halfClosedNext + 1) % HALF_CLOSED_MEMORY;
     this.halfClosedSet.add(s.id);
-    this.halfClosedIds.push(s.id);
-    if (this.halfClosedIds.length > HALF_CLOSED_MEMORY) this.halfClosedSet.delete(this.halfClosedIds.shift()!);
   }
 
   private removeStream(s: Stream): void {

@@ -70,6 +70,14 @@ export class Stream {
     this.recvCredit = recvWindow;
   }
 
+  /**
+   * Waiting for credit: frames are queued, or the last send() returned false (the message
+   * went out but used up the credit) and onDrain is owed.
+   */
+  get blocked(): boolean {
+    return this.queue !== null || this.needDrain;
+  }
+
   /** True while the peer's stream and connection credit allow more data without queueing. */
   get writable(): boolean {
     return this.queue === null && this.sendCredit > 0 && this.host.connectionSendCredit() > 0;

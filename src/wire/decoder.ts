@@ -13,7 +13,8 @@
  * - Payload views are handed to `onFrame` synchronously; they point into socket chunks
  *   that are never reused, so a consumer may keep them (it then keeps the chunk alive).
  *
- * Errors are thrown as ProtocolError out of `push()`; after an error the decoder is dead.
+ * Errors are thrown as ProtocolError out of `push()` (and out of `end()`, when the input
+ * stops inside a frame); after an error the decoder is dead.
  */
 import { createError, ErrorCode, type ProtocolError } from '../errors.js';
 import { HEADER_SIZE, MAGIC, MAX_FRAME_TYPE, PREFACE_SIZE, PROTOCOL_VERSION, EMPTY } from './frame.js';
@@ -36,6 +37,8 @@ const enum State {
 
 export class FrameDecoder {
   private readonly chunks: Buffer[] = [];
+  /** Read position inside chunks[0]. */
+  private pos = 0;
   private buffered = 0;
   private state: State;
   private maxFrameSize: number;
@@ -70,6 +73,7 @@ export class FrameDecoder {
     } catch (err) {
       this.state = State.DEAD;
       this.chunks.length = 0;
+      this.pos = 0;
       this.buffered = 0;
       throw err;
     }
@@ -92,15 +96,23 @@ export class FrameDecoder {
         }
         case State.HEADER: {
           if (this.buffered < HEADER_SIZE) return;
-          const h = this.consume(HEADER_SIZE);
-          const length = h.readUInt32BE(0);
-          const type = h[4]!;
+          // Read the header in place when it lies in one chunk (the common case): no view allocated.
+          let h = this.chunks[0]!;
+          let at = this.pos;
+          if (h.length - at >= HEADER_SIZE) {
+            this.skip(HEADER_SIZE);
+          } else {
+            h = this.consume(HEADER_SIZE);
+            at = 0;
+          }
+          const length = h.readUInt32BE(at);
+          const type = h[at + 4]!;
           if (type > MAX_FRAME_TYPE) throw fail(ErrorCode.PROTOCOL, `unknown frame type 0x${type.toString(16)}`);
           if (length > this.maxFrameSize) throw fail(ErrorCode.FRAME_TOO_LARGE, `frame length ${length} exceeds the maximum ${this.maxFrameSize}`);
           this.length = length;
           this.type = type;
-          this.flags = h[5]!;
-          this.streamId = h.readUInt32BE(6);
+          this.flags = h[at + 5]!;
+          this.streamId = h.readUInt32BE(at + 6);
           if (this.streamId > 0x7fffffff) throw fail(ErrorCode.PROTOCOL, 'stream id with the reserved high bit set');
           this.state = State.PAYLOAD;
           break;
@@ -119,19 +131,44 @@ export class FrameDecoder {
     }
   }
 
+  /**
+   * The peer finished sending (end of stream). Throws ProtocolError (SKEIN_ERR_PROTOCOL) if
+   * it stopped inside the preface or inside a frame — a truncated frame can never complete —
+   * and does nothing at a frame boundary. The decoder is dead afterwards either way.
+   */
+  end(): void {
+    if (this.state === State.DEAD) return;
+    const where = this.state === State.PREFACE ? 'the preface' : this.state === State.PAYLOAD ? `a frame payload (${this.buffered} of ${this.length} bytes)` : 'a frame header';
+    const partial = this.buffered > 0 || this.state === State.PAYLOAD;
+    this.destroy();
+    if (partial) throw fail(ErrorCode.PROTOCOL, `the peer closed the connection in the middle of ${where}`);
+  }
+
   /** Stop decoding: later pushes are ignored (used when the session closes). */
   destroy(): void {
     this.state = State.DEAD;
     this.chunks.length = 0;
+    this.pos = 0;
     this.buffered = 0;
   }
 
   private checkMagicPrefix(): void {
     let i = 0;
-    for (const c of this.chunks) {
-      for (let j = 0; j < c.length && i < MAGIC.length; j++, i++) {
+    for (let k = 0; k < this.chunks.length; k++) {
+      const c = this.chunks[k]!;
+      for (let j = k === 0 ? this.pos : 0; j < c.length && i < MAGIC.length; j++, i++) {
         if (c[j] !== MAGIC[i]) throw fail(ErrorCode.PROTOCOL, 'bad preface: not a skein peer (magic bytes mismatch)');
       }
+    }
+  }
+
+  /** Drop n bytes that lie in the first chunk (already read in place). */
+  private skip(n: number): void {
+    this.buffered -= n;
+    this.pos += n;
+    if (this.pos === this.chunks[0]!.length) {
+      this.chunks.shift();
+      this.pos = 0;
     }
   }
 
@@ -139,23 +176,26 @@ export class FrameDecoder {
   private consume(n: number): Buffer {
     this.buffered -= n;
     const first = this.chunks[0]!;
-    if (n === first.length) {
-      this.chunks.shift();
-      return first;
-    }
-    if (n < first.length) {
-      this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
+    const avail = first.length - this.pos;
+    if (n <= avail) {
+      const view = this.pos === 0 && n === first.length ? first : first.subarray(this.pos, this.pos + n);
+      if (n === avail) {
+        this.chunks.shift();
+        this.pos = 0;
+      } else this.pos += n;
+      return view;
     }
     const out = Buffer.allocUnsafe(n);
     let off = 0;
     while (off < n) {
       const c = this.chunks[0]!;
-      const take = Math.min(c.length, n - off);
-      c.copy(out, off, 0, take);
+      const take = Math.min(c.length - this.pos, n - off);
+      c.copy(out, off, this.pos, this.pos + take);
       off += take;
-      if (take === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(take);
+      if (take === c.length - this.pos) {
+        this.chunks.shift();
+        this.pos = 0;
+      } else this.pos += take;
     }
     return out;
   }

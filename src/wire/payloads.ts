@@ -112,9 +112,14 @@ export function readMetadata(r: Reader): Metadata {
     if (!KEY_RE.test(key)) throw protocolError(`invalid metadata key ${JSON.stringify(key.slice(0, 40))}`);
     const kind = r.u8();
     const vlen = r.u32();
-    if (kind === 0) md[key] = r.utf8(vlen);
-    else if (kind === 1) md[key] = Buffer.from(r.bytes(vlen)); // copied: the payload view may be reused
+    let value: string | Buffer;
+    if (kind === 0) value = r.utf8(vlen);
+    else if (kind === 1) value = Buffer.from(r.bytes(vlen)); // copied: the payload view may be reused
     else throw protocolError(`invalid metadata value kind ${kind}`);
+    // '__proto__' is a valid key; plain assignment would hit Object.prototype's setter
+    // (dropping a string value, or making a Buffer value the object's prototype).
+    if (key === '__proto__') Object.defineProperty(md, key, { value, enumerable: true, writable: true, configurable: true });
+    else md[key] = value;
   }
   return md;
 }
