@@ -13,6 +13,7 @@ import { CodecId, getCodec, type Codec } from '../codec/index.js';
 import { ClientConnection, type ClientConnectionOptions } from '../session/client-connection.js';
 import type { ConnectivityStateValue, StateChange } from '../session/connectivity.js';
 import type { OpenStreamHead, Session } from '../session/session.js';
+import { armTimer, type CancelTimer } from '../session/timer.js';
 import type { Stream } from '../session/stream.js';
 import { checkMetadata, type EndInfo, type Metadata } from '../wire/payloads.js';
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
@@ -187,14 +188,14 @@ function callSingle(session: Session, rt: MethodRuntime, request: unknown, o: Ca
   }
   return new Promise((resolve, reject) => {
     let reply: unknown = NONE;
-    let timer: NodeJS.Timeout | undefined;
+    let cancelTimer: CancelTimer | undefined;
     let settled = false;
     let gate: DrainGate | undefined;
     const signal = o.signal;
     const settle = (err: SkeinError | undefined) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      cancelTimer?.();
       if (signal !== undefined) signal.removeEventListener('abort', onAbort);
       gate?.open();
       if (err !== undefined) reject(err);
@@ -221,7 +222,7 @@ function callSingle(session: Session, rt: MethodRuntime, request: unknown, o: Ca
     };
     stream.onAbort = (err) => settle(err);
     if (Number.isFinite(deadline)) {
-      timer = setTimeout(() => cancel(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${rt.service}.${rt.method}`)), deadline - Date.now());
+      cancelTimer = armTimer(deadline - Date.now(), () => cancel(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${rt.service}.${rt.method}`)));
     }
     if (signal !== undefined) signal.addEventListener('abort', onAbort, { once: true });
     if (payload !== undefined) {
@@ -246,7 +247,7 @@ class StreamingCall implements ResponseStream<unknown> {
   private stream: Stream | undefined;
   private settledErr: SkeinError | undefined;
   private done = false;
-  private timer: NodeJS.Timeout | undefined;
+  private cancelTimer: CancelTimer | undefined;
   private readonly gate = new DrainGate();
   private resolveTrailers!: (md: Metadata) => void;
   private rejectTrailers!: (e: SkeinError) => void;
@@ -267,7 +268,7 @@ class StreamingCall implements ResponseStream<unknown> {
       this.rejectTrailers = rej;
     });
     this.trailers.catch(() => {});
-    if (Number.isFinite(deadline)) this.timer = setTimeout(() => this.cancelWith(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${rt.service}.${rt.method}`)), Math.max(0, deadline - Date.now()));
+    if (Number.isFinite(deadline)) this.cancelTimer = armTimer(deadline - Date.now(), () => this.cancelWith(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${rt.service}.${rt.method}`)));
     o.signal?.addEventListener('abort', this.onAbort, { once: true });
     const s = conn.session;
     if (s !== undefined && s.isReady) this.start(s, deadline);
@@ -331,7 +332,7 @@ class StreamingCall implements ResponseStream<unknown> {
   private finish(): boolean {
     if (this.done) return false;
     this.done = true;
-    clearTimeout(this.timer);
+    this.cancelTimer?.();
     this.o.signal?.removeEventListener('abort', this.onAbort);
     this.gate.open();
     return true;

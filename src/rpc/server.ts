@@ -14,6 +14,7 @@ import type { Connection, Listener, ListenOptions, PeerInfo, TlsOptions } from '
 import { Session } from '../session/session.js';
 import type { SessionOptions } from '../session/options.js';
 import type { Stream } from '../session/stream.js';
+import { armTimer, type CancelTimer } from '../session/timer.js';
 import type { CallHead, Metadata } from '../wire/payloads.js';
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
 import { InboundQueue } from './inbound.js';
@@ -190,7 +191,7 @@ class ServerCall implements CallContext {
   private done = false;
   private controller: AbortController | undefined;
   private abortReason: SkeinError | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private cancelTimer: CancelTimer | undefined;
   private trailersMd: Metadata | undefined;
   private gate: DrainGate | undefined;
 
@@ -208,7 +209,7 @@ class ServerCall implements CallContext {
     this.metadata = head.metadata;
     this.deadline = head.timeoutMs > 0 ? Date.now() + head.timeoutMs : undefined;
     if (head.timeoutMs > 0) {
-      this.timer = setTimeout(() => this.expire(), head.timeoutMs);
+      this.cancelTimer = armTimer(head.timeoutMs, () => this.expire());
     }
     stream.onAbort = (err) => this.abort(err.code === ErrorCode.STREAM_RESET ? clientReset(err) : err);
     const kind = entry.def.kind;
@@ -314,7 +315,7 @@ class ServerCall implements CallContext {
   private finish(err: SkeinError | undefined): void {
     if (this.done) return;
     this.done = true;
-    clearTimeout(this.timer);
+    this.cancelTimer?.();
     if (err === undefined) this.stream.end(0, '', undefined, this.trailersMd);
     else this.stream.end(err.status, err.message, err.details, { ...err.metadata, ...this.trailersMd });
     this.inbound?.fail(createError(ErrorCode.CANCELLED, 'call finished'));
@@ -326,7 +327,7 @@ class ServerCall implements CallContext {
   private abort(err: SkeinError): void {
     if (this.done) return;
     this.done = true;
-    clearTimeout(this.timer);
+    this.cancelTimer?.();
     this.inbound?.fail(err);
     this.gate?.open();
     this.signalAbort(err);

@@ -20,6 +20,7 @@ import { Backoff, type BackoffOptions } from '../util/backoff.js';
 import { ConnectivityState, type ConnectivityStateValue, type StateChange } from './connectivity.js';
 import { Session } from './session.js';
 import type { SessionOptions } from './options.js';
+import { armTimer, type CancelTimer } from './timer.js';
 
 export interface ClientConnectionOptions {
   /** Session (protocol) options: windows, heartbeat, compression, credential... */
@@ -79,10 +80,10 @@ export class ClientConnection extends EventEmitter<{ state: [StateChange] }> {
     opts.signal?.throwIfAborted();
     this.connect();
     return new Promise<Session>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let cancelTimer: CancelTimer | undefined;
       const done = () => {
         this.waiters.delete(w);
-        clearTimeout(timer);
+        cancelTimer?.();
         opts.signal?.removeEventListener('abort', onAbort);
       };
       const w: Waiter = {
@@ -100,7 +101,7 @@ export class ClientConnection extends EventEmitter<{ state: [StateChange] }> {
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       if (opts.deadline !== undefined && Number.isFinite(opts.deadline)) {
         const ms = Math.max(0, opts.deadline - Date.now());
-        timer = setTimeout(() => w.reject(createError(ErrorCode.DEADLINE, `deadline exceeded while waiting for a connection to ${this.target}${this.lastError ? ` (last error: ${this.lastError.message})` : ''}`)), ms);
+        cancelTimer = armTimer(ms, () => w.reject(createError(ErrorCode.DEADLINE, `deadline exceeded while waiting for a connection to ${this.target}${this.lastError ? ` (last error: ${this.lastError.message})` : ''}`)));
       }
       this.waiters.add(w);
     });

@@ -23,7 +23,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { createError, ErrorCode, isSkeinError, Status, type SkeinError, type ErrorCodeValue } from '../errors.js';
+import { createError, ErrorCode, isSkeinError, ProtocolError, Status, type SkeinError, type ErrorCodeValue } from '../errors.js';
 import { FrameDecoder } from '../wire/decoder.js';
 import { FrameType, Flags, GoawayReason, GoawayReasonName, Limits, PREFACE, type GoawayReasonValue } from '../wire/frame.js';
 import {
@@ -52,6 +52,7 @@ import type { Connection, PeerInfo } from '../transport/transport.js';
 import { FrameWriter } from './writer.js';
 import { Stream, type StreamHost } from './stream.js';
 import { resolveSessionOptions, type ResolvedSessionOptions, type SessionOptions } from './options.js';
+import { armTimer, type CancelTimer } from './timer.js';
 
 export const SessionState = {
   HANDSHAKING: 'HANDSHAKING',
@@ -92,6 +93,8 @@ export interface OpenStreamHead {
 
 const AGENT = 'skein-node/0.1';
 const SUPPORTED_CODECS = ['msgpack', 'json', 'protobuf'];
+/** PONGs this side queues while its socket is backed up before it treats the peer as flooding. */
+const MAX_PONGS_BLOCKED = 1000;
 /** How many recently half-closed peer stream ids are remembered to catch DATA after END_STREAM. */
 const HALF_CLOSED_MEMORY = 1024;
 
@@ -181,12 +184,14 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   private goawaySent = false;
   private lastStreamIdAllowed: number = Limits.MAX_STREAM_ID;
   private tickTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
   private handshakeTimer: NodeJS.Timeout | undefined;
-  private drainTimer: NodeJS.Timeout | undefined;
+  private cancelDrainTimer: CancelTimer | undefined;
   private receivedSinceTick = false;
   private silentTicks = 0;
   private idleSince = Date.now();
   private pingSeq = 0;
+  private pongsWhileBlocked = 0;
   private readonly pings = new Map<number, { t0: bigint; resolve: (rtt: number) => void }>();
   private resolveClosed!: (r: SkeinError | undefined) => void;
   private handshakeWaiter: { resolve: () => void; reject: (e: SkeinError) => void } | undefined;
@@ -210,8 +215,21 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         this.fail(err);
       }
     });
+    // The peer read what we wrote: PONGs queued before no longer count as a flood (answerPing).
+    this.socket.on('drain', () => (this.pongsWhileBlocked = 0));
     this.socket.on('error', (err: Error) => this.close(createError(ErrorCode.CONNECTION_LOST, `connection to ${this.peer.address} lost: ${err.message}`, { cause: err })));
-    this.socket.on('end', () => this.close(createError(ErrorCode.CONNECTION_LOST, `connection to ${this.peer.address} closed by the peer`)));
+    this.socket.on('end', () => {
+      // A FIN in the middle of a frame (or of the preface) is a protocol violation, not just
+      // a lost connection: the decoder says so, and the peer gets GOAWAY(PROTOCOL_ERROR)
+      // (our side is still writable until the socket ends itself, after this handler).
+      try {
+        this.decoder.end();
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
+      this.close(createError(ErrorCode.CONNECTION_LOST, `connection to ${this.peer.address} closed by the peer`));
+    });
     this.socket.on('close', () => this.close(createError(ErrorCode.CONNECTION_LOST, `connection to ${this.peer.address} closed`)));
     this.handshakeTimer = setTimeout(() => this.fail(createError(ErrorCode.HANDSHAKE, `handshake with ${this.peer.address} did not complete within ${this.options.handshakeTimeoutMs} ms`)), this.options.handshakeTimeoutMs);
     this.handshakeTimer.unref?.();
@@ -359,15 +377,18 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
       this.state = SessionState.DRAINING;
       this.sendGoaway(GoawayReason.NO_ERROR, 'draining');
       this.abortPendingOpens(createError(ErrorCode.GOAWAY, 'connection is draining'));
-      this.drainTimer = setTimeout(() => {
+    }
+    // Also when the peer started the drain (its GOAWAY made us DRAINING): our own grace
+    // period still bounds how long open streams may keep the connection.
+    if (this.cancelDrainTimer === undefined) {
+      this.cancelDrainTimer = armTimer(graceMs, () => {
         const err = createError(ErrorCode.GOAWAY, `drain grace period of ${graceMs} ms ended`);
         for (const s of [...this.streams.values()]) {
           this.sendReset(s, Status.UNAVAILABLE, err.message);
           s.onAbort(err);
         }
         this.close();
-      }, graceMs);
-      this.drainTimer.unref?.();
+      }, { unref: true });
       this.maybeFinishDrain();
     }
     return this.closed;
@@ -382,8 +403,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     const wasHandshaking = this.state === SessionState.HANDSHAKING;
     this.state = SessionState.CLOSED;
     clearTimeout(this.handshakeTimer);
-    clearTimeout(this.drainTimer);
+    this.cancelDrainTimer?.();
     clearInterval(this.tickTimer);
+    clearInterval(this.idleTimer);
     this.decoder.destroy();
     if (!this.goawaySent && !this.socket.destroyed && this.socket.writable) {
       this.sendGoaway(reason === undefined ? GoawayReason.NO_ERROR : codeToReason(reason.code), reason?.message ?? 'closing');
@@ -403,6 +425,11 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     this.pings.clear();
     // End the socket gracefully so a GOAWAY just written gets out; destroy it if that stalls.
     if (!this.socket.destroyed) {
+      // A peer that broke the protocol gets no more of our attention: stop reading its input
+      // (whatever it sends is discarded anyway), so a flooding peer neither keeps us busy nor
+      // sees its writes drain until the socket is gone. Clean closes keep reading, to see the
+      // peer's FIN and release the socket at once.
+      if (reason instanceof ProtocolError) this.socket.pause();
       this.socket.end();
       const t = setTimeout(() => this.socket.destroy(), 1000);
       t.unref?.();
@@ -495,8 +522,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         return this.onWindowUpdate(id, payload);
       case FrameType.PING:
         if (id !== 0 || payload.length !== 8) throw createError(ErrorCode.PROTOCOL, 'PING must have stream id 0 and 8 bytes of payload');
-        this.writer.writeFrame(FrameType.PONG, 0, 0, Buffer.from(payload));
-        return;
+        return this.answerPing(payload);
       case FrameType.PONG:
         return this.onPong(id, payload);
       case FrameType.GOAWAY:
@@ -576,11 +602,16 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     this.state = SessionState.READY;
     this.idleSince = Date.now();
     const hb = this.negotiated!.heartbeatMs;
-    const idle = this.options.idleTimeoutMs;
-    const tick = hb > 0 ? hb : idle > 0 ? Math.max(100, idle >>> 2) : 0;
-    if (tick > 0) {
-      this.tickTimer = setInterval(() => this.onTick(), tick);
+    if (hb > 0) {
+      this.tickTimer = setInterval(() => this.onTick(), hb);
       this.tickTimer.unref?.();
+    }
+    // Idle checks run on their own clock: keepalive counts heartbeat intervals, and an idle
+    // timeout shorter than the heartbeat must not wait for the next heartbeat tick.
+    const idle = this.options.idleTimeoutMs;
+    if (idle > 0) {
+      this.idleTimer = setInterval(() => this.checkIdle(), Math.max(10, Math.min(1000, idle >>> 2)));
+      this.idleTimer.unref?.();
     }
     this.handshakeWaiter?.resolve();
     this.handshakeWaiter = undefined;
@@ -693,6 +724,20 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     s.sendCredit += inc;
     if (s.sendCredit > Limits.MAX_WINDOW) throw createError(ErrorCode.FLOW_CONTROL, `window overflow on stream ${id}`);
     if (s.sendCredit > 0 && this.connSendCredit > 0) s.flushQueue();
+  }
+
+  /**
+   * Answer a PING. A peer that keeps sending PINGs without reading our PONGs would make us
+   * buffer replies without limit (HTTP/2's "ping flood", CVE-2019-9512). So PONGs queued
+   * while the socket is backed up are counted, and past MAX_PONGS_BLOCKED the peer is cut
+   * off; the count restarts whenever the socket drains (the peer reads), so a keepalive
+   * peer — one PING per heartbeat — never comes near the limit, even during a long transfer.
+   */
+  private answerPing(payload: Buffer): void {
+    if (this.socket.writableNeedDrain) {
+      if (++this.pongsWhileBlocked > MAX_PONGS_BLOCKED) throw createError(ErrorCode.PROTOCOL, `the peer sent more than ${MAX_PONGS_BLOCKED} PINGs without reading the replies`);
+    } else this.pongsWhileBlocked = 0;
+    this.writer.writeFrame(FrameType.PONG, 0, 0, Buffer.from(payload));
   }
 
   private onPong(id: number, payload: Buffer): void {
@@ -815,6 +860,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         this.pings.set(seq, { t0, resolve: () => this.pings.delete(seq) });
       }
     }
+  }
+
+  private checkIdle(): void {
     const idle = this.options.idleTimeoutMs;
     if (idle > 0 && this.state === SessionState.READY && this.streams.size === 0 && this.pendingOpen.length === 0 && Date.now() - this.idleSince >= idle) {
       this.state = SessionState.DRAINING;
@@ -837,4 +885,3 @@ function isEmpty(o: object): boolean {
 
 /** Stand-in for credit released on behalf of a stream that no longer exists. */
 const DEAD_STREAM = { closed: true } as unknown as Stream;
-
