@@ -15,7 +15,7 @@ import { Session } from '../session/session.js';
 import type { SessionOptions } from '../session/options.js';
 import type { Stream } from '../session/stream.js';
 import { armTimer, type CancelTimer } from '../session/timer.js';
-import type { CallHead, Metadata } from '../wire/payloads.js';
+import { checkMetadata, type CallHead, type Metadata } from '../wire/payloads.js';
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
 import { InboundQueue } from './inbound.js';
 import { DrainGate, pumpSource } from './outbound.js';
@@ -144,7 +144,8 @@ export class Server {
   private dispatch(session: Session, stream: Stream, head: CallHead): void {
     const entry = this.services.get(head.service)?.get(head.method);
     if (entry === undefined) {
-      stream.end(Status.UNIMPLEMENTED, this.services.has(head.service) ? `unknown method ${head.service}.${head.method}` : `unknown service ${head.service}`);
+      const e = createError(ErrorCode.UNIMPLEMENTED, this.services.has(head.service) ? `unknown method ${head.service}.${head.method}` : `unknown service ${head.service}`);
+      stream.end(e.status, e.message);
       return;
     }
     const codecs = codecsFor(entry.def, head.codec);
@@ -316,8 +317,16 @@ class ServerCall implements CallContext {
     if (this.done) return;
     this.done = true;
     this.cancelTimer?.();
-    if (err === undefined) this.stream.end(0, '', undefined, this.trailersMd);
-    else this.stream.end(err.status, err.message, err.details, { ...err.metadata, ...this.trailersMd });
+    const trailers = err === undefined ? this.trailersMd : { ...err.metadata, ...this.trailersMd };
+    try {
+      checkMetadata(trailers);
+      if (err === undefined) this.stream.end(0, '', undefined, trailers);
+      else this.stream.end(err.status, err.message, err.details, trailers);
+    } catch (bad) {
+      // Invalid trailers from the handler: the call fails, the connection does not.
+      this.onError(bad, { service: this.service, method: this.method });
+      this.stream.end(Status.INTERNAL, `handler produced invalid trailers: ${(bad as Error).message}`);
+    }
     this.inbound?.fail(createError(ErrorCode.CANCELLED, 'call finished'));
     this.gate?.open();
     if (err !== undefined) this.signalAbort(createError(ErrorCode.CANCELLED, `call ended with ${statusName(err.status)}`));

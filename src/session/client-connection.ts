@@ -199,7 +199,11 @@ export class ClientConnection extends EventEmitter<{ state: [StateChange] }> {
     }
     this.backoff.reset();
     this.session = session;
-    session.on('goaway', () => this.detach(session, undefined));
+    // A graceful GOAWAY: the old session finishes its calls, new ones go to a new connection.
+    // (An error GOAWAY closes the session, and the 'close' below handles it.)
+    session.on('goaway', (g) => {
+      if (g.reason === 'NO_ERROR' || g.reason === 'IDLE_TIMEOUT') this.detach(session, undefined);
+    });
     session.once('close', (reason) => this.detach(session, reason));
     this.setState(ConnectivityState.READY);
     for (const w of [...this.waiters]) w.resolve(session);

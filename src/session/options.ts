@@ -14,15 +14,25 @@ export interface SessionOptions {
   connectionWindow?: number;
   /** Server: how many streams a client may have open at once. @default 1024 */
   maxConcurrentStreams?: number;
-  /** Keepalive interval in ms (the lower of both sides' values wins; 0 disables it on this side). @default 5000 */
+  /**
+   * Keepalive interval in ms. Both sides propose one and the lower wins; 0 proposes none and
+   * takes the peer's (keepalive is off only when both sides say 0). @default 5000
+   */
   heartbeatMs?: number;
-  /** Close the connection after this many heartbeat intervals with no byte received. @default 3 */
+  /**
+   * Close the connection once this many PINGs in a row (one per silent heartbeat interval)
+   * went unanswered and no other byte arrived: a dead peer is detected within
+   * (keepaliveMisses + 1) × heartbeatMs. @default 3
+   */
   keepaliveMisses?: number;
   /** Close the connection gracefully after this long with no stream open (0 = never). @default 0 */
   idleTimeoutMs?: number;
   /** Fail the connection if the handshake has not completed within this time. @default 10000 */
   handshakeTimeoutMs?: number;
-  /** Compression algorithms offered (client) or accepted (server), in preference order. @default [] (none) */
+  /**
+   * Compression algorithms offered (client, in preference order) or accepted (server). The
+   * server picks the client's first choice that it accepts. @default [] (none)
+   */
   compression?: string[];
   /** Compress DATA payloads of at least this many bytes (when compression was negotiated). @default 1024 */
   compressionThreshold?: number;

@@ -25,7 +25,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { createError, ErrorCode, isSkeinError, ProtocolError, Status, type SkeinError, type ErrorCodeValue } from '../errors.js';
 import { FrameDecoder } from '../wire/decoder.js';
-import { FrameType, Flags, GoawayReason, GoawayReasonName, Limits, PREFACE, type GoawayReasonValue } from '../wire/frame.js';
+import { FrameType, Flags, ResetFlags, GoawayReason, GoawayReasonName, Limits, PREFACE, type GoawayReasonValue } from '../wire/frame.js';
 import {
   decodeCall,
   decodeEnd,
@@ -41,6 +41,7 @@ import {
   encodeReset,
   encodeWindowUpdate,
   END_OK,
+  metadataSize,
   type CallHead,
   type Hello,
   type HelloAck,
@@ -294,6 +295,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         ? createError(ErrorCode.GOAWAY, `connection to ${this.peer.address} is draining`)
         : createError(ErrorCode.CLOSED, `connection to ${this.peer.address} is ${this.state.toLowerCase()}`);
     }
+    const callSize = 5 + head.path.length + (head.metadata === undefined ? 2 : metadataSize(head.metadata));
+    if (callSize > this.sendMaxFrame) throw createError(ErrorCode.MESSAGE_TOO_LARGE, `call metadata of ${callSize} bytes exceeds the peer's max frame size of ${this.sendMaxFrame}`);
     const stream = new Stream(this, false, this.streamSendWindow, this.options.streamWindow);
     if (this.streams.size < this.negotiated!.maxConcurrentStreams && this.pendingOpen.length === 0) this.startStream(stream, head);
     else {
@@ -382,7 +385,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     // period still bounds how long open streams may keep the connection.
     if (this.cancelDrainTimer === undefined) {
       this.cancelDrainTimer = armTimer(graceMs, () => {
-        const err = createError(ErrorCode.GOAWAY, `drain grace period of ${graceMs} ms ended`);
+        // These calls may have run: CONNECTION_LOST, not GOAWAY (which promises "never processed").
+        const err = createError(ErrorCode.CONNECTION_LOST, `drain grace period of ${graceMs} ms ended with the call still running`);
         for (const s of [...this.streams.values()]) {
           this.sendReset(s, Status.UNAVAILABLE, err.message);
           s.onAbort(err);
@@ -470,7 +474,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   }
 
   sendEnd(stream: Stream, status: number, message: string, details: unknown, metadata: Metadata | undefined): void {
-    const payload = status === 0 && message === '' && details === undefined && (metadata === undefined || isEmpty(metadata)) ? END_OK : encodeEnd(status, message, details, metadata);
+    let payload = status === 0 && message === '' && details === undefined && (metadata === undefined || isEmpty(metadata)) ? END_OK : encodeEnd(status, message, details, metadata);
+    // An END the peer cannot accept would cost it the whole connection: send a small one instead.
+    if (payload.length > this.sendMaxFrame) payload = encodeEnd(Status.INTERNAL, `status details and trailers (${payload.length} bytes) exceed the peer's max frame size`, undefined, undefined);
     this.writer.writeFrame(FrameType.END, 0, stream.id, payload);
     // The server's END finishes the call for both sides.
     if (stream.serverSide) this.removeStream(stream);
@@ -488,20 +494,32 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     this.removeStream(stream);
   }
 
+  /**
+   * The application took `size` wire bytes of `stream`. Only bytes the stream still holds
+   * count (a stream that closed already returned its held bytes to the connection window).
+   */
   releaseCredit(stream: Stream, size: number): void {
+    if (size > stream.held) size = stream.held;
+    if (size <= 0) return;
+    stream.held -= size;
+    this.returnConnectionCredit(size);
+    if (stream.closed || this.state === SessionState.CLOSED) return;
+    stream.unannounced += size;
+    if (stream.unannounced >= this.options.streamWindow >>> 1 && !stream.remoteEnded) {
+      stream.recvCredit += stream.unannounced;
+      this.writer.writeFrame(FrameType.WINDOW_UPDATE, 0, stream.id, encodeWindowUpdate(stream.unannounced));
+      stream.unannounced = 0;
+    }
+  }
+
+  /** Give `size` bytes of connection window back to the peer (batched: half a window at a time). */
+  private returnConnectionCredit(size: number): void {
     if (this.state === SessionState.CLOSED) return;
     this.connUnannounced += size;
     if (this.connUnannounced >= this.options.connectionWindow >>> 1) {
       this.connRecvCredit += this.connUnannounced;
       this.writer.writeFrame(FrameType.WINDOW_UPDATE, 0, 0, encodeWindowUpdate(this.connUnannounced));
       this.connUnannounced = 0;
-    }
-    if (stream.closed) return;
-    stream.unannounced += size;
-    if (stream.unannounced >= this.options.streamWindow >>> 1 && !stream.remoteEnded) {
-      stream.recvCredit += stream.unannounced;
-      this.writer.writeFrame(FrameType.WINDOW_UPDATE, 0, stream.id, encodeWindowUpdate(stream.unannounced));
-      stream.unannounced = 0;
     }
   }
 
@@ -517,7 +535,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
       case FrameType.END:
         return this.onEnd(id, payload);
       case FrameType.RESET:
-        return this.onReset(id, payload);
+        return this.onReset(flags, id, payload);
       case FrameType.WINDOW_UPDATE:
         return this.onWindowUpdate(id, payload);
       case FrameType.PING:
@@ -534,6 +552,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
 
   private onHandshakeFrame(type: number, id: number, payload: Buffer): void {
     if (this.role === 'server') {
+      if (type === FrameType.GOAWAY && id === 0) return this.onGoaway(id, payload);
       if (this.peerHello !== undefined) throw createError(ErrorCode.PROTOCOL, 'frame received before the handshake completed');
       if (type !== FrameType.HELLO || id !== 0) throw createError(ErrorCode.PROTOCOL, 'frame received before the handshake (expected HELLO)');
       this.peerHello = decodeHello(payload, { minFrame: Limits.MIN_MAX_FRAME_SIZE, maxFrame: Limits.MAX_MAX_FRAME_SIZE });
@@ -543,6 +562,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     if (type === FrameType.GOAWAY && id === 0) return this.onGoaway(id, payload);
     if (type !== FrameType.HELLO_ACK || id !== 0) throw createError(ErrorCode.PROTOCOL, 'frame received before the handshake (expected HELLO_ACK)');
     const ack = decodeHelloAck(payload, { minFrame: Limits.MIN_MAX_FRAME_SIZE, maxFrame: Limits.MAX_MAX_FRAME_SIZE });
+    if (ack.compression !== null && !this.options.compression.includes(ack.compression)) throw createError(ErrorCode.HANDSHAKE, `server chose compression ${ack.compression}, which this client did not offer`);
     this.applyPeer(ack, ack.compression, ack.heartbeatMs, ack.maxConcurrentStreams);
     this.ready();
   }
@@ -623,11 +643,11 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     if (id === 0 || (id & 1) === 0 || id <= this.lastPeerStreamId) throw createError(ErrorCode.PROTOCOL, `CALL on stream ${id} reuses or goes below stream ${this.lastPeerStreamId} (client stream ids are odd and increasing)`);
     this.lastPeerStreamId = id;
     if (this.state === SessionState.DRAINING || id > this.lastStreamIdAllowed) {
-      this.writer.writeFrame(FrameType.RESET, 0, id, encodeReset(Status.UNAVAILABLE, 'refused: the server is draining'));
+      this.writer.writeFrame(FrameType.RESET, ResetFlags.REFUSED, id, encodeReset(Status.UNAVAILABLE, 'refused: the server is draining'));
       return;
     }
     if (this.streams.size >= this.options.maxConcurrentStreams) {
-      this.writer.writeFrame(FrameType.RESET, 0, id, encodeReset(Status.RESOURCE_EXHAUSTED, `refused: more than ${this.options.maxConcurrentStreams} concurrent streams`));
+      this.writer.writeFrame(FrameType.RESET, ResetFlags.REFUSED, id, encodeReset(Status.RESOURCE_EXHAUSTED, `refused: more than ${this.options.maxConcurrentStreams} concurrent streams`));
       return;
     }
     const head = decodeCall(payload);
@@ -646,12 +666,13 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
       this.unknownStream(id, 'DATA');
       if (this.halfClosedSet.has(id)) throw createError(ErrorCode.PROTOCOL, `DATA on stream ${id} after the peer ended it`);
       // A stream this side already finished or reset: the data is dropped, its credit returned.
-      if (len > 0) this.releaseCredit(DEAD_STREAM, len);
+      if (len > 0) this.returnConnectionCredit(len);
       return;
     }
     if (s.remoteEnded) throw createError(ErrorCode.PROTOCOL, `DATA on stream ${id} after the peer ended it`);
     if (s.recvCredit <= 0 && len > 0) throw createError(ErrorCode.FLOW_CONTROL, `DATA beyond the window of stream ${id}`);
     s.recvCredit -= len;
+    s.held += len;
     let msg = payload;
     if ((flags & Flags.COMPRESSED) !== 0) {
       if (this.compressor === undefined) throw createError(ErrorCode.PROTOCOL, 'COMPRESSED flag without negotiated compression');
@@ -690,7 +711,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     }
   }
 
-  private onReset(id: number, payload: Buffer): void {
+  private onReset(flags: number, id: number, payload: Buffer): void {
     const { status, message } = decodeReset(payload);
     const s = this.streams.get(id);
     if (s === undefined) {
@@ -698,8 +719,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
       return;
     }
     this.removeStream(s);
-    const refused = this.role === 'client' && (status === Status.UNAVAILABLE || status === Status.RESOURCE_EXHAUSTED) && message.startsWith('refused');
-    s.onAbort(createError(refused ? ErrorCode.GOAWAY : ErrorCode.STREAM_RESET, message || `stream reset by the peer (${status})`, { status }));
+    // REFUSED: the peer never processed the stream, so the call is safe to retry anywhere.
+    const code = (flags & ResetFlags.REFUSED) === 0 ? ErrorCode.STREAM_RESET : status === Status.RESOURCE_EXHAUSTED ? ErrorCode.STREAM_LIMIT : ErrorCode.GOAWAY;
+    s.onAbort(createError(code, message || `stream reset by the peer (${status})`, { status }));
   }
 
   private onWindowUpdate(id: number, payload: Buffer): void {
@@ -801,6 +823,12 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     if (s.closed) return;
     s.closed = true;
     this.streams.delete(s.id);
+    // Messages received but never taken (a reader that stopped, a cancelled call) must not
+    // keep their share of the connection window: return it now.
+    if (s.held > 0) {
+      this.returnConnectionCredit(s.held);
+      s.held = 0;
+    }
     if (this.streams.size === 0) this.idleSince = Date.now();
     if (this.pendingOpen.length > 0) this.openPending();
     if (this.state === SessionState.DRAINING) this.maybeFinishDrain();
@@ -850,11 +878,12 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         this.receivedSinceTick = false;
         this.silentTicks = 0;
       } else {
-        this.silentTicks++;
+        // Close only after `keepaliveMisses` PINGs in a row went unanswered (and nothing else arrived).
         if (this.silentTicks >= this.options.keepaliveMisses) {
-          this.close(createError(ErrorCode.KEEPALIVE_TIMEOUT, `peer ${this.peer.address} did not answer for ${this.silentTicks} heartbeat intervals of ${hb} ms`));
+          this.close(createError(ErrorCode.KEEPALIVE_TIMEOUT, `peer ${this.peer.address} answered none of ${this.silentTicks} pings sent ${hb} ms apart`));
           return;
         }
+        this.silentTicks++;
         const seq = this.sendPing();
         const t0 = process.hrtime.bigint();
         this.pings.set(seq, { t0, resolve: () => this.pings.delete(seq) });
@@ -883,5 +912,3 @@ function isEmpty(o: object): boolean {
   return true;
 }
 
-/** Stand-in for credit released on behalf of a stream that no longer exists. */
-const DEAD_STREAM = { closed: true } as unknown as Stream;

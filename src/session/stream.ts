@@ -46,6 +46,8 @@ export class Stream {
   recvCredit: number;
   /** Consumed bytes not yet returned to the peer with WINDOW_UPDATE. */
   unannounced = 0;
+  /** Bytes received on this stream and not yet consumed by the application. */
+  held = 0;
   localEnded = false;
   remoteEnded = false;
   /** Removed from the session: no more frames either way. */

@@ -44,6 +44,12 @@ export const Flags = {
   COMPRESSED: 0x2,
 } as const;
 
+/** RESET flags. */
+export const ResetFlags = {
+  /** The stream was refused before any processing (draining, over the stream limit): safe to retry. */
+  REFUSED: 0x1,
+} as const;
+
 /** GOAWAY reasons (docs/protocol.md §4.10). */
 export const GoawayReason = {
   NO_ERROR: 0,

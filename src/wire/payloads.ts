@@ -193,11 +193,16 @@ export interface EndInfo {
   metadata: Metadata;
 }
 
-const MAX_STATUS_MESSAGE = 0xffff;
+/** Status and reset messages are cut to this many bytes when sent (frames stay far below every limit). */
+const MAX_STATUS_MESSAGE = 4096;
 
+/** UTF-8 bytes of `s`, cut to at most `max` bytes at a character boundary. */
 function truncateUtf8(s: string, max: number): Buffer {
   const b = Buffer.from(s, 'utf8');
-  return b.length <= max ? b : b.subarray(0, max);
+  if (b.length <= max) return b;
+  let end = max;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--; // back off continuation bytes
+  return b.subarray(0, end);
 }
 
 export function encodeEnd(status: number, message: string, details: unknown, metadata: Metadata | undefined): Buffer {

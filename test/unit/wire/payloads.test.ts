@@ -136,10 +136,19 @@ test('payloads - END_OK is what encodeEnd gives for a bare OK, and decodes as OK
   assert.deepStrictEqual(decodeEnd(encodeEnd(0, '', undefined, { a: 'b' })).metadata, { a: 'b' });
 });
 
-test('payloads - END and RESET messages longer than 65535 bytes are truncated, not rejected', () => {
+test('payloads - END, RESET and GOAWAY messages longer than 4096 bytes are truncated, not rejected', () => {
   const long = 'x'.repeat(70000);
-  assert.equal(decodeEnd(encodeEnd(2, long, undefined, undefined)).message.length, 0xffff);
-  assert.equal(decodeReset(encodeReset(2, long)).message.length, 0xffff);
+  assert.equal(decodeEnd(encodeEnd(2, long, undefined, undefined)).message.length, 4096);
+  assert.equal(decodeReset(encodeReset(2, long)).message.length, 4096);
+  assert.equal(decodeGoaway(encodeGoaway(1, 0, long)).message.length, 4096);
+});
+
+test('payloads - truncation never splits a UTF-8 character', () => {
+  const long = 'x' + 'é'.repeat(5000); // 1 + 2 bytes each: the 4096-byte cut falls inside a character
+  const msg = decodeReset(encodeReset(2, long)).message;
+  assert.ok(!msg.includes('\uFFFD'), 'no replacement character');
+  assert.equal(msg, long.slice(0, msg.length));
+  assert.ok(Buffer.byteLength(msg) <= 4096);
 });
 
 test('payloads - END and RESET with a status above 16 are rejected', () => {
