@@ -13,8 +13,8 @@ import { CodecId, getCodec, type Codec } from '../codec/index.js';
 import { ClientConnection, type ClientConnectionOptions } from '../session/client-connection.js';
 import type { ConnectivityStateValue, StateChange } from '../session/connectivity.js';
 import type { OpenStreamHead, Session } from '../session/session.js';
-import { armTimer, type CancelTimer } from '../session/timer.js';
-import type { Stream } from '../session/stream.js';
+import { startTimer, stopTimer, type TimerHandle } from '../session/timer.js';
+import type { Stream, StreamHandler } from '../session/stream.js';
 import { checkMetadata, type EndInfo, type Metadata } from '../wire/payloads.js';
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
 import { InboundQueue } from './inbound.js';
@@ -186,78 +186,123 @@ function callSingle(session: Session, rt: MethodRuntime, request: unknown, o: Ca
   } catch (err) {
     return Promise.reject(err);
   }
-  return new Promise((resolve, reject) => {
-    let reply: unknown = NONE;
-    let cancelTimer: CancelTimer | undefined;
-    let settled = false;
-    let gate: DrainGate | undefined;
-    const signal = o.signal;
-    const settle = (err: SkeinError | undefined) => {
-      if (settled) return;
-      settled = true;
-      cancelTimer?.();
-      if (signal !== undefined) signal.removeEventListener('abort', onAbort);
-      gate?.open();
-      if (err !== undefined) reject(err);
-      else resolve(reply);
-    };
-    const cancel = (err: SkeinError) => {
-      stream.reset(err.status, err.message);
-      settle(err);
-    };
-    const onAbort = () => cancel(abortReason(signal!));
-    stream.onMessage = (msg, size) => {
-      if (reply !== NONE) return cancel(createError(ErrorCode.PROTOCOL, `${rt.service}.${rt.method} replied with more than one message`));
-      try {
-        reply = rt.resCodec.decode(msg);
-      } catch (err) {
-        return cancel(isSkeinError(err) ? err : createError(ErrorCode.CODEC, String(err)));
-      }
-      stream.consume(size);
-    };
-    stream.onEnd = (info) => {
-      if (info === null || info.status !== 0) return settle(info === null ? createError(ErrorCode.PROTOCOL, 'call ended without a status') : remoteError(info));
-      if (reply === NONE) return settle(createError(ErrorCode.PROTOCOL, `${rt.service}.${rt.method} ended OK without a reply`));
-      settle(undefined);
-    };
-    stream.onAbort = (err) => settle(err);
-    if (Number.isFinite(deadline)) {
-      cancelTimer = armTimer(deadline - Date.now(), () => cancel(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${rt.service}.${rt.method}`)));
+  return new SingleReplyCall(stream, rt, o.signal, deadline, payload, request).promise;
+}
+
+function expireSingle(call: SingleReplyCall): void {
+  call.cancel(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${call.rt.service}.${call.rt.method}`));
+}
+
+/**
+ * One unary or client-streaming call in flight: the stream's handler, its deadline timer and
+ * its promise in one object (the hot path allocates no closure per callback).
+ */
+class SingleReplyCall implements StreamHandler {
+  readonly promise: Promise<unknown>;
+  private resolve!: (v: unknown) => void;
+  private reject!: (e: SkeinError) => void;
+  private reply: unknown = NONE;
+  private settled = false;
+  private timer: TimerHandle;
+  private gate: DrainGate | undefined;
+  private onSignal: (() => void) | undefined;
+
+  constructor(
+    private readonly stream: Stream,
+    readonly rt: MethodRuntime,
+    private readonly signal: AbortSignal | undefined,
+    deadline: number,
+    payload: Buffer | undefined,
+    request: unknown,
+  ) {
+    this.promise = new Promise<unknown>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    stream.handler = this;
+    if (deadline < Infinity) this.timer = startTimer(deadline - Date.now(), expireSingle, this);
+    if (signal !== undefined) {
+      this.onSignal = () => this.cancel(abortReason(signal));
+      signal.addEventListener('abort', this.onSignal, { once: true });
     }
-    if (signal !== undefined) signal.addEventListener('abort', onAbort, { once: true });
     if (payload !== undefined) {
       try {
         stream.send(payload, true);
       } catch (err) {
-        cancel(err as SkeinError);
+        this.cancel(err as SkeinError);
       }
     } else {
-      const g = (gate = new DrainGate());
-      pumpSource(request as RequestSource<unknown>, stream, g, (v) => rt.reqCodec.encode(v), () => settled || stream.closed).then(
+      const gate = (this.gate = new DrainGate());
+      pumpSource(request as RequestSource<unknown>, stream, gate, (v) => rt.reqCodec.encode(v), () => this.settled || stream.closed).then(
         () => stream.end(),
-        (err: unknown) => cancel(isSkeinError(err) ? err : createError(ErrorCode.CANCELLED, `request stream failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })),
+        (err: unknown) => this.cancel(isSkeinError(err) ? err : createError(ErrorCode.CANCELLED, `request stream failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })),
       );
     }
-  });
+  }
+
+  onMessage(msg: Buffer, size: number): void {
+    if (this.reply !== NONE) return this.cancel(createError(ErrorCode.PROTOCOL, `${this.rt.service}.${this.rt.method} replied with more than one message`));
+    try {
+      this.reply = this.rt.resCodec.decode(msg);
+    } catch (err) {
+      return this.cancel(isSkeinError(err) ? err : createError(ErrorCode.CODEC, String(err)));
+    }
+    this.stream.consume(size);
+  }
+
+  onEnd(info: EndInfo | null): void {
+    if (info === null || info.status !== 0) return this.settle(info === null ? createError(ErrorCode.PROTOCOL, 'call ended without a status') : remoteError(info));
+    if (this.reply === NONE) return this.settle(createError(ErrorCode.PROTOCOL, `${this.rt.service}.${this.rt.method} ended OK without a reply`));
+    this.settle(undefined);
+  }
+
+  onAbort(err: SkeinError): void {
+    this.settle(err);
+  }
+
+  onDrain(): void {
+    this.gate?.open();
+  }
+
+  /** End the call from this side: RESET to the peer, fail with `err`. */
+  cancel(err: SkeinError): void {
+    if (this.settled) return;
+    this.stream.reset(err.status, err.message);
+    this.settle(err);
+  }
+
+  private settle(err: SkeinError | undefined): void {
+    if (this.settled) return;
+    this.settled = true;
+    stopTimer(this.timer);
+    if (this.onSignal !== undefined) this.signal!.removeEventListener('abort', this.onSignal);
+    this.gate?.open();
+    if (err !== undefined) this.reject(err);
+    else this.resolve(this.reply);
+  }
+}
+
+function expireStreaming(call: StreamingCall): void {
+  call.cancelWith(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${call.rt.service}.${call.rt.method}`));
 }
 
 /** Server-streaming and bidi calls: replies as an async iterable. */
-class StreamingCall implements ResponseStream<unknown> {
+class StreamingCall implements ResponseStream<unknown>, StreamHandler {
   private readonly queue: InboundQueue<unknown>;
   private stream: Stream | undefined;
   private settledErr: SkeinError | undefined;
   private done = false;
-  private cancelTimer: CancelTimer | undefined;
+  private timer: TimerHandle;
   private readonly gate = new DrainGate();
   private resolveTrailers!: (md: Metadata) => void;
   private rejectTrailers!: (e: SkeinError) => void;
   readonly trailers: Promise<Metadata>;
-  private readonly onAbort = () => this.cancelWith(abortReason(this.o.signal!));
+  private readonly onSignal = () => this.cancelWith(abortReason(this.o.signal!));
 
   constructor(
     conn: ClientConnection,
     d: Defaults,
-    private readonly rt: MethodRuntime,
+    readonly rt: MethodRuntime,
     private readonly request: unknown,
     private readonly o: CallOptions,
     deadline: number,
@@ -268,8 +313,8 @@ class StreamingCall implements ResponseStream<unknown> {
       this.rejectTrailers = rej;
     });
     this.trailers.catch(() => {});
-    if (Number.isFinite(deadline)) this.cancelTimer = armTimer(deadline - Date.now(), () => this.cancelWith(createError(ErrorCode.DEADLINE, `deadline exceeded calling ${rt.service}.${rt.method}`)));
-    o.signal?.addEventListener('abort', this.onAbort, { once: true });
+    if (deadline < Infinity) this.timer = startTimer(deadline - Date.now(), expireStreaming, this);
+    o.signal?.addEventListener('abort', this.onSignal, { once: true });
     const s = conn.session;
     if (s !== undefined && s.isReady) this.start(s, deadline);
     else
@@ -299,22 +344,7 @@ class StreamingCall implements ResponseStream<unknown> {
       return;
     }
     this.queue.attach(stream);
-    stream.onMessage = (msg, size) => {
-      let v: unknown;
-      try {
-        v = this.rt.resCodec.decode(msg);
-      } catch (err) {
-        return this.cancelWith(isSkeinError(err) ? err : createError(ErrorCode.CODEC, String(err)));
-      }
-      this.queue.push(v, size);
-    };
-    stream.onEnd = (info) => {
-      if (info === null || info.status !== 0) return this.fail(info === null ? createError(ErrorCode.PROTOCOL, 'call ended without a status') : remoteError(info), true);
-      this.finish();
-      this.queue.end();
-      this.resolveTrailers(info.metadata);
-    };
-    stream.onAbort = (err) => this.fail(err);
+    stream.handler = this;
     if (payload !== undefined) {
       try {
         stream.send(payload, true);
@@ -329,11 +359,36 @@ class StreamingCall implements ResponseStream<unknown> {
     }
   }
 
+  onMessage(msg: Buffer, size: number): void {
+    let v: unknown;
+    try {
+      v = this.rt.resCodec.decode(msg);
+    } catch (err) {
+      return this.cancelWith(isSkeinError(err) ? err : createError(ErrorCode.CODEC, String(err)));
+    }
+    this.queue.push(v, size);
+  }
+
+  onEnd(info: EndInfo | null): void {
+    if (info === null || info.status !== 0) return this.fail(info === null ? createError(ErrorCode.PROTOCOL, 'call ended without a status') : remoteError(info), true);
+    this.finish();
+    this.queue.end();
+    this.resolveTrailers(info.metadata);
+  }
+
+  onAbort(err: SkeinError): void {
+    this.fail(err);
+  }
+
+  onDrain(): void {
+    this.gate.open();
+  }
+
   private finish(): boolean {
     if (this.done) return false;
     this.done = true;
-    this.cancelTimer?.();
-    this.o.signal?.removeEventListener('abort', this.onAbort);
+    stopTimer(this.timer);
+    this.o.signal?.removeEventListener('abort', this.onSignal);
     this.gate.open();
     return true;
   }
@@ -345,7 +400,8 @@ class StreamingCall implements ResponseStream<unknown> {
     this.rejectTrailers(err);
   }
 
-  private cancelWith(err: SkeinError): void {
+  /** @internal End the call from this side (deadline, signal, reader gone). */
+  cancelWith(err: SkeinError): void {
     if (this.done) return;
     this.stream?.reset(err.status, err.message);
     this.fail(err);

@@ -31,16 +31,21 @@ const yieldTurn = () => new Promise<void>((r) => setImmediate(r));
 
 /**
  * Send every item of `source` on `stream`, encoded with `encode`. Stops early (closing
- * the source's iterator) when `stopped()` turns true. Errors from the source or the
+ * the source's iterator) when `stopped()` turns true. The caller's stream handler must open
+ * `gate` from its onDrain (and when the call dies). Errors from the source or the
  * encoder propagate to the caller.
  */
 export async function pumpSource<T>(source: AsyncIterable<T> | Iterable<T>, stream: Stream, gate: DrainGate, encode: (v: T) => Buffer | Promise<Buffer>, stopped: () => boolean): Promise<void> {
-  stream.onDrain = () => gate.open();
   let budget = TURN_BUDGET;
   for await (const item of source) {
     if (stopped()) return;
-    const payload = await encode(item);
-    if (stopped()) return;
+    let encoded = encode(item);
+    // Only an asynchronous encoder (one that validates with an async schema) costs an await.
+    if (encoded instanceof Promise) {
+      encoded = await encoded;
+      if (stopped()) return;
+    }
+    const payload = encoded;
     if (!stream.send(payload)) {
       await gate.wait();
       if (stopped()) return;

@@ -13,8 +13,8 @@ import { getTransport } from '../transport/index.js';
 import type { Connection, Listener, ListenOptions, PeerInfo, TlsOptions } from '../transport/transport.js';
 import { Session } from '../session/session.js';
 import type { SessionOptions } from '../session/options.js';
-import type { Stream } from '../session/stream.js';
-import { armTimer, type CancelTimer } from '../session/timer.js';
+import type { Stream, StreamHandler } from '../session/stream.js';
+import { startTimer, stopTimer, type TimerHandle } from '../session/timer.js';
 import { checkMetadata, type CallHead, type Metadata } from '../wire/payloads.js';
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
 import { InboundQueue } from './inbound.js';
@@ -48,7 +48,10 @@ interface MethodEntry {
   service: string;
   method: string;
   def: MethodDef;
+  /** The handler through the interceptors. */
   handle: Handle;
+  /** The bare handler, when there are no interceptors (skips building an IncomingCall). */
+  direct: ((request: unknown, ctx: CallContext) => ReturnType<Handle>) | undefined;
 }
 
 export interface BoundAddress {
@@ -82,7 +85,8 @@ export class Server {
     for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
       const fn = (handlers as Record<string, (...a: unknown[]) => unknown>)[name]!;
       const base: Handle = (call) => fn.call(handlers, call.request, call.ctx) as ReturnType<Handle>;
-      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base) });
+      const direct = interceptors.length === 0 ? (request: unknown, ctx: CallContext) => fn.call(handlers, request, ctx) as ReturnType<Handle> : undefined;
+      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct });
     }
     this.services.set(def.name, methods);
     return this;
@@ -174,6 +178,26 @@ function clientReset(err: SkeinError): SkeinError {
   return createError(ErrorCode.CANCELLED, `call cancelled by the client${err.message ? `: ${err.message}` : ''}`);
 }
 
+function expireCall(call: ServerCall): void {
+  call.expire();
+}
+
+/**
+ * Server deadline timers are armed one event-loop turn late, in one sweep: a call that
+ * finishes within the turn it arrived in (most unary calls) never costs a timer. The
+ * deadline itself is unchanged (the timer is armed for the time that remains).
+ */
+let toArm: ServerCall[] = [];
+function deferDeadline(call: ServerCall): void {
+  if (toArm.length === 0) setImmediate(armDeferred);
+  toArm.push(call);
+}
+function armDeferred(): void {
+  const list = toArm;
+  toArm = [];
+  for (let i = 0; i < list.length; i++) list[i]!.armDeadline();
+}
+
 /** Turn anything thrown by a handler into the status sent to the client. */
 function toStatusError(err: unknown, report: () => void): SkeinError {
   if (isSkeinError(err)) return err;
@@ -182,7 +206,7 @@ function toStatusError(err: unknown, report: () => void): SkeinError {
 }
 
 /** One call on the server side. */
-class ServerCall implements CallContext {
+class ServerCall implements CallContext, StreamHandler {
   readonly service: string;
   readonly method: string;
   readonly deadline: number | undefined;
@@ -192,7 +216,7 @@ class ServerCall implements CallContext {
   private done = false;
   private controller: AbortController | undefined;
   private abortReason: SkeinError | undefined;
-  private cancelTimer: CancelTimer | undefined;
+  private timer: TimerHandle;
   private trailersMd: Metadata | undefined;
   private gate: DrainGate | undefined;
 
@@ -209,35 +233,51 @@ class ServerCall implements CallContext {
     this.method = entry.method;
     this.metadata = head.metadata;
     this.deadline = head.timeoutMs > 0 ? Date.now() + head.timeoutMs : undefined;
-    if (head.timeoutMs > 0) {
-      this.cancelTimer = armTimer(head.timeoutMs, () => this.expire());
-    }
-    stream.onAbort = (err) => this.abort(err.code === ErrorCode.STREAM_RESET ? clientReset(err) : err);
+    if (head.timeoutMs > 0) deferDeadline(this);
+    stream.handler = this;
     const kind = entry.def.kind;
-    if (kind === MethodKind.UNARY || kind === MethodKind.SERVER_STREAM) {
-      stream.onMessage = (msg, size) => this.onSingleRequest(msg, size);
-      stream.onEnd = () => {
-        if (this.done) return;
-        if (this.request === NONE) this.finish(createError(ErrorCode.VALIDATION, 'the call ended without a request message'));
-        else void this.run(this.request);
-      };
-    } else {
+    if (kind === MethodKind.CLIENT_STREAM || kind === MethodKind.BIDI) {
       const q = (this.inbound = new InboundQueue<unknown>(() => {}));
       q.attach(stream);
-      stream.onMessage = (msg, size) => {
-        let v: unknown;
-        try {
-          v = this.reqCodec.decode(msg);
-        } catch (err) {
-          this.finish(createError(ErrorCode.VALIDATION, `request message could not be decoded: ${(err as Error).message}`));
-          return;
-        }
-        q.push(v, size);
-      };
-      stream.onEnd = () => q.end();
       const input = entry.def.input;
       void this.run(input === undefined ? q : validatedStream(q, input));
     }
+  }
+
+  // ---------------------------------------------------------------- StreamHandler
+
+  onMessage(msg: Buffer, size: number): void {
+    const q = this.inbound;
+    if (q === undefined) return this.onSingleRequest(msg, size);
+    let v: unknown;
+    try {
+      v = this.reqCodec.decode(msg);
+    } catch (err) {
+      this.finish(createError(ErrorCode.VALIDATION, `request message could not be decoded: ${(err as Error).message}`));
+      return;
+    }
+    q.push(v, size);
+  }
+
+  onEnd(): void {
+    if (this.inbound !== undefined) return this.inbound.end();
+    if (this.done) return;
+    if (this.request === NONE) this.finish(createError(ErrorCode.VALIDATION, 'the call ended without a request message'));
+    else void this.run(this.request);
+  }
+
+  onAbort(err: SkeinError): void {
+    this.abort(err.code === ErrorCode.STREAM_RESET ? clientReset(err) : err);
+  }
+
+  onDrain(): void {
+    this.gate?.open();
+  }
+
+  /** Arm the deadline timer (deferred: most calls finish before it would be needed). */
+  armDeadline(): void {
+    if (this.done || this.deadline === undefined) return;
+    this.timer = startTimer(this.deadline - Date.now(), expireCall, this);
   }
 
   // ---------------------------------------------------------------- CallContext
@@ -291,7 +331,8 @@ class ServerCall implements CallContext {
     try {
       if (def.input !== undefined && (def.kind === MethodKind.UNARY || def.kind === MethodKind.SERVER_STREAM)) request = await validate(def.input, request, 'request');
       if (this.done) return;
-      const result = this.entry.handle({ service: this.service, method: this.method, kind: def.kind, request, ctx: this });
+      const direct = this.entry.direct;
+      const result = direct !== undefined ? direct(request, this) : this.entry.handle({ service: this.service, method: this.method, kind: def.kind, request, ctx: this });
       if (def.kind === MethodKind.UNARY || def.kind === MethodKind.CLIENT_STREAM) {
         let reply = await (result as Promise<unknown>);
         if (this.done) return;
@@ -316,7 +357,7 @@ class ServerCall implements CallContext {
   private finish(err: SkeinError | undefined): void {
     if (this.done) return;
     this.done = true;
-    this.cancelTimer?.();
+    stopTimer(this.timer);
     const trailers = err === undefined ? this.trailersMd : { ...err.metadata, ...this.trailersMd };
     try {
       checkMetadata(trailers);
@@ -336,13 +377,14 @@ class ServerCall implements CallContext {
   private abort(err: SkeinError): void {
     if (this.done) return;
     this.done = true;
-    this.cancelTimer?.();
+    stopTimer(this.timer);
     this.inbound?.fail(err);
     this.gate?.open();
     this.signalAbort(err);
   }
 
-  private expire(): void {
+  /** @internal The deadline passed. */
+  expire(): void {
     if (this.done) return;
     const err = createError(ErrorCode.DEADLINE, `deadline exceeded in ${this.service}.${this.method}`);
     this.signalAbort(err);

@@ -310,7 +310,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     if (this.nextStreamId > Limits.MAX_STREAM_ID) {
       // Stream ids exhausted: this connection can take no more calls.
       stream.closed = true;
-      queueMicrotask(() => stream.onAbort(createError(ErrorCode.GOAWAY, 'stream ids exhausted on this connection; reconnect')));
+      queueMicrotask(() => stream.handler.onAbort(createError(ErrorCode.GOAWAY, 'stream ids exhausted on this connection; reconnect')));
       this.drain(0);
       return;
     }
@@ -389,7 +389,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         const err = createError(ErrorCode.CONNECTION_LOST, `drain grace period of ${graceMs} ms ended with the call still running`);
         for (const s of [...this.streams.values()]) {
           this.sendReset(s, Status.UNAVAILABLE, err.message);
-          s.onAbort(err);
+          s.handler.onAbort(err);
         }
         this.close();
       }, { unref: true });
@@ -424,7 +424,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     for (const s of victims) {
       if (s.closed) continue;
       s.closed = true;
-      s.onAbort(failErr);
+      s.handler.onAbort(failErr);
     }
     this.pings.clear();
     // End the socket gracefully so a GOAWAY just written gets out; destroy it if that stalls.
@@ -682,7 +682,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         const e = isSkeinError(err) ? err : createError(ErrorCode.CODEC, 'decompression failed');
         this.releaseCredit(s, len);
         this.sendReset(s, e.status, e.message);
-        s.onAbort(e);
+        s.handler.onAbort(e);
         return;
       }
     }
@@ -690,8 +690,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
       if (this.role === 'client') throw createError(ErrorCode.PROTOCOL, `END_STREAM flag on DATA from the server (stream ${id}); a server ends a stream with END`);
       this.markRemoteEnded(s);
     }
-    s.onMessage(msg, len);
-    if ((flags & Flags.END_STREAM) !== 0 && !s.closed) s.onEnd(null);
+    s.handler.onMessage(msg, len);
+    if ((flags & Flags.END_STREAM) !== 0 && !s.closed) s.handler.onEnd(null);
   }
 
   private onEnd(id: number, payload: Buffer): void {
@@ -704,10 +704,10 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     const info = decodeEnd(payload);
     if (this.role === 'client') {
       this.removeStream(s);
-      s.onEnd(info);
+      s.handler.onEnd(info);
     } else {
       this.markRemoteEnded(s);
-      s.onEnd(null);
+      s.handler.onEnd(null);
     }
   }
 
@@ -721,7 +721,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     this.removeStream(s);
     // REFUSED: the peer never processed the stream, so the call is safe to retry anywhere.
     const code = (flags & ResetFlags.REFUSED) === 0 ? ErrorCode.STREAM_RESET : status === Status.RESOURCE_EXHAUSTED ? ErrorCode.STREAM_LIMIT : ErrorCode.GOAWAY;
-    s.onAbort(createError(code, message || `stream reset by the peer (${status})`, { status }));
+    s.handler.onAbort(createError(code, message || `stream reset by the peer (${status})`, { status }));
   }
 
   private onWindowUpdate(id: number, payload: Buffer): void {
@@ -792,7 +792,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     for (const s of [...this.streams.values()]) {
       if (this.role === 'client' && s.id > g.lastStreamId) {
         this.removeStream(s);
-        s.onAbort(err);
+        s.handler.onAbort(err);
       }
     }
     this.abortPendingOpens(err);
@@ -838,7 +838,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     const list = this.pendingOpen.splice(0);
     for (const { stream } of list) {
       stream.closed = true;
-      stream.onAbort(err);
+      stream.handler.onAbort(err);
     }
   }
 

@@ -1,8 +1,8 @@
 /**
  * One multiplexed stream of a session (docs/protocol.md §5, §6).
  *
- * The RPC layer drives a stream through callbacks rather than promises, to keep the unary
- * hot path free of allocations it does not need:
+ * The RPC layer drives a stream through a handler object (StreamHandler) rather than
+ * promises or closures, to keep the unary hot path free of allocations it does not need:
  *
  *   inbound:  onMessage(msg, size) → the RPC layer calls consume(size) once the message is
  *             taken by the application (this is what makes a slow reader stall its sender);
@@ -30,6 +30,21 @@ export interface StreamHost {
 
 const noop = () => {};
 
+/**
+ * Receives a stream's events. The RPC layer's call objects implement it directly, so a
+ * call costs one object rather than a closure per callback.
+ */
+export interface StreamHandler {
+  /** A message arrived (`size` wire bytes of credit, to give back with `consume`). */
+  onMessage(msg: Buffer, size: number): void;
+  /** The peer half-closed (server side: info null) or ended the call (client side: the status). */
+  onEnd(info: EndInfo | null): void;
+  /** The stream died: RESET from the peer, connection lost, GOAWAY. */
+  onAbort(err: SkeinError): void;
+  /** Send credit is available again after send() returned false. */
+  onDrain(): void;
+}
+
 interface Queued {
   payload: Buffer | null;
   endStream: boolean;
@@ -56,6 +71,11 @@ export class Stream {
   queue: Queued[] | null = null;
   private needDrain = false;
 
+  /**
+   * Who gets this stream's events. Defaults to the stream itself, which forwards to the four
+   * assignable callback fields below (handy in tests); the RPC layer sets its call object.
+   */
+  handler: StreamHandler = this;
   onMessage: (msg: Buffer, size: number) => void = noop;
   onEnd: (info: EndInfo | null) => void = noop;
   onAbort: (err: SkeinError) => void = noop;
@@ -146,7 +166,7 @@ export class Stream {
     }
     if (this.needDrain && !this.closed && this.sendCredit > 0 && this.host.connectionSendCredit() > 0) {
       this.needDrain = false;
-      this.onDrain();
+      this.handler.onDrain();
     }
   }
 }

@@ -29,3 +29,23 @@ export function armTimer(ms: number, fn: () => void, options: { unref?: boolean 
   arm(ms);
   return () => clearTimeout(timer);
 }
+
+/**
+ * A timer handle for hot paths: a plain Node Timeout for ordinary delays (no closure
+ * allocated when the callback is a module-level function taking `arg`), a chained timer
+ * for delays beyond MAX_TIMER_MS, undefined for "never".
+ */
+export type TimerHandle = NodeJS.Timeout | CancelTimer | undefined;
+
+/** Call `fn(arg)` after `ms` (Infinity/NaN: never). Stop it with `stopTimer`. */
+export function startTimer<A>(ms: number, fn: (arg: A) => void, arg: A): TimerHandle {
+  if (!(ms < Infinity)) return undefined;
+  if (ms <= MAX_TIMER_MS) return setTimeout(fn, Math.max(0, ms), arg);
+  return armTimer(ms, () => fn(arg));
+}
+
+export function stopTimer(h: TimerHandle): void {
+  if (h === undefined) return;
+  if (typeof h === 'function') h();
+  else clearTimeout(h);
+}

@@ -234,7 +234,11 @@ export const END_OK: Buffer = (() => {
   return b;
 })();
 
+/** The decoded form of END_OK, shared (frozen) since almost every call ends that way. */
+const END_OK_INFO: EndInfo = Object.freeze({ status: 0, message: '', details: undefined, metadata: Object.freeze({}) as Metadata });
+
 export function decodeEnd(payload: Buffer): EndInfo {
+  if (payload.length === 9 && payload.readUInt32BE(0) === 0 && payload.readUInt32BE(4) === 0 && payload[8] === 0) return END_OK_INFO;
   const r = new Reader(payload, 'END');
   const status = r.u8();
   if (status > 16) throw protocolError(`END with unknown status ${status}`);
