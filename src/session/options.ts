@@ -21,8 +21,8 @@ export interface SessionOptions {
   heartbeatMs?: number;
   /**
    * Close the connection once this many PINGs in a row (one per silent heartbeat interval)
-   * went unanswered and no other byte arrived: a dead peer is detected within
-   * (keepaliveMisses + 1) × heartbeatMs. @default 3
+   * went unanswered and no other byte arrived: a dead peer is detected (keepaliveMisses + 1)
+   * to (keepaliveMisses + 2) intervals after its last byte. @default 3
    */
   keepaliveMisses?: number;
   /** Close the connection gracefully after this long with no stream open (0 = never). @default 0 */
@@ -67,7 +67,18 @@ function int(name: string, v: number, min: number, max: number): number {
   return v;
 }
 
+/** Resolved options per input object: a server resolves its options once, not per connection. */
+const resolved = new WeakMap<SessionOptions, ResolvedSessionOptions>();
+
 export function resolveSessionOptions(o: SessionOptions = {}): ResolvedSessionOptions {
+  const cached = resolved.get(o);
+  if (cached !== undefined) return cached;
+  const r = resolveFresh(o);
+  resolved.set(o, r);
+  return r;
+}
+
+function resolveFresh(o: SessionOptions): ResolvedSessionOptions {
   const r = { ...sessionDefaults, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as ResolvedSessionOptions;
   int('maxFrameSize', r.maxFrameSize, Limits.MIN_MAX_FRAME_SIZE, Limits.MAX_MAX_FRAME_SIZE);
   int('streamWindow', r.streamWindow, 1024, Limits.MAX_WINDOW);

@@ -172,9 +172,10 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   private readonly pendingOpen: Array<{ stream: Stream; head: OpenStreamHead }> = [];
   private nextStreamId = 1;
   private lastPeerStreamId = 0;
-  private readonly halfClosedIds: number[] = [];
+  /** Server: ring of recently half-closed peer stream ids, made on first use (idle connections stay small). */
+  private halfClosedIds: number[] | undefined;
   private halfClosedNext = 0;
-  private readonly halfClosedSet = new Set<number>();
+  private halfClosedSet: Set<number> | undefined;
   private connSendCredit = 0;
   private connRecvCredit: number;
   private connUnannounced = 0;
@@ -193,7 +194,11 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   private idleSince = Date.now();
   private pingSeq = 0;
   private pongsWhileBlocked = 0;
-  private readonly pings = new Map<number, { t0: bigint; resolve: (rtt: number) => void }>();
+  private pingsMap: Map<number, { t0: bigint; resolve: (rtt: number) => void }> | undefined;
+  /** Outstanding PINGs by sequence number (made on first use). */
+  private get pings(): Map<number, { t0: bigint; resolve: (rtt: number) => void }> {
+    return (this.pingsMap ??= new Map());
+  }
   private resolveClosed!: (r: SkeinError | undefined) => void;
   private handshakeWaiter: { resolve: () => void; reject: (e: SkeinError) => void } | undefined;
 
@@ -407,6 +412,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     const wasHandshaking = this.state === SessionState.HANDSHAKING;
     this.state = SessionState.CLOSED;
     clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
     this.cancelDrainTimer?.();
     clearInterval(this.tickTimer);
     clearInterval(this.idleTimer);
@@ -426,7 +432,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
       s.closed = true;
       s.handler.onAbort(failErr);
     }
-    this.pings.clear();
+    this.pingsMap?.clear();
     // End the socket gracefully so a GOAWAY just written gets out; destroy it if that stalls.
     if (!this.socket.destroyed) {
       // A peer that broke the protocol gets no more of our attention: stop reading its input
@@ -618,7 +624,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   }
 
   private ready(): void {
+    this.peerHello = undefined;
     clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
     this.state = SessionState.READY;
     this.idleSince = Date.now();
     const hb = this.negotiated!.heartbeatMs;
@@ -664,7 +672,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     const s = this.streams.get(id);
     if (s === undefined) {
       this.unknownStream(id, 'DATA');
-      if (this.halfClosedSet.has(id)) throw createError(ErrorCode.PROTOCOL, `DATA on stream ${id} after the peer ended it`);
+      if (this.halfClosedSet?.has(id)) throw createError(ErrorCode.PROTOCOL, `DATA on stream ${id} after the peer ended it`);
       // A stream this side already finished or reset: the data is dropped, its credit returned.
       if (len > 0) this.returnConnectionCredit(len);
       return;
@@ -765,7 +773,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   private onPong(id: number, payload: Buffer): void {
     if (id !== 0 || payload.length !== 8) throw createError(ErrorCode.PROTOCOL, 'PONG must have stream id 0 and 8 bytes of payload');
     const seq = payload.readUInt32BE(0);
-    const p = this.pings.get(seq);
+    const p = this.pingsMap?.get(seq);
     if (p === undefined) return; // unsolicited or late PONG: harmless
     this.pings.delete(seq);
     this.rttMs = Number(process.hrtime.bigint() - p.t0) / 1e6;
@@ -811,12 +819,13 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
   private markRemoteEnded(s: Stream): void {
     s.remoteEnded = true;
     // A ring of the last HALF_CLOSED_MEMORY ids: O(1) per call.
-    const ring = this.halfClosedIds;
+    const ring = (this.halfClosedIds ??= []);
+    const set = (this.halfClosedSet ??= new Set());
     const old = ring[this.halfClosedNext];
-    if (old !== undefined) this.halfClosedSet.delete(old);
+    if (old !== undefined) set.delete(old);
     ring[this.halfClosedNext] = s.id;
     this.halfClosedNext = (this.halfClosedNext + 1) % HALF_CLOSED_MEMORY;
-    this.halfClosedSet.add(s.id);
+    set.add(s.id);
   }
 
   private removeStream(s: Stream): void {
