@@ -14,6 +14,7 @@ import { ClientConnection, type ClientConnectionOptions } from '../session/clien
 import type { ConnectivityStateValue, StateChange } from '../session/connectivity.js';
 import type { OpenStreamHead, Session } from '../session/session.js';
 import { startTimer, stopTimer, type TimerHandle } from '../session/timer.js';
+import { addDeadline, cancelDeadline, MAX_DEADLINE_MS, type DeadlineEntry, type DeadlineList } from '../util/deadline-queue.js';
 import type { Stream, StreamHandler } from '../session/stream.js';
 import { checkMetadata, type EndInfo, type Metadata } from '../wire/payloads.js';
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
@@ -197,7 +198,11 @@ function expireSingle(call: SingleReplyCall): void {
  * One unary or client-streaming call in flight: the stream's handler, its deadline timer and
  * its promise in one object (the hot path allocates no closure per callback).
  */
-class SingleReplyCall implements StreamHandler {
+class SingleReplyCall implements StreamHandler, DeadlineEntry {
+  dlNext: DeadlineEntry | null = null;
+  dlPrev: DeadlineEntry | null = null;
+  dlList: DeadlineList | null = null;
+  dlDue = 0;
   readonly promise: Promise<unknown>;
   private resolve!: (v: unknown) => void;
   private reject!: (e: SkeinError) => void;
@@ -220,7 +225,11 @@ class SingleReplyCall implements StreamHandler {
       this.reject = reject;
     });
     stream.handler = this;
-    if (deadline < Infinity) this.timer = startTimer(deadline - Date.now(), expireSingle, this);
+    if (deadline < Infinity) {
+      const ms = deadline - Date.now();
+      if (ms <= MAX_DEADLINE_MS) addDeadline(this, ms);
+      else this.timer = startTimer(ms, expireSingle, this);
+    }
     if (signal !== undefined) {
       this.onSignal = () => this.cancel(abortReason(signal));
       signal.addEventListener('abort', this.onSignal, { once: true });
@@ -264,6 +273,10 @@ class SingleReplyCall implements StreamHandler {
     this.gate?.open();
   }
 
+  onDeadline(): void {
+    expireSingle(this);
+  }
+
   /** End the call from this side: RESET to the peer, fail with `err`. */
   cancel(err: SkeinError): void {
     if (this.settled) return;
@@ -274,6 +287,7 @@ class SingleReplyCall implements StreamHandler {
   private settle(err: SkeinError | undefined): void {
     if (this.settled) return;
     this.settled = true;
+    cancelDeadline(this);
     stopTimer(this.timer);
     if (this.onSignal !== undefined) this.signal!.removeEventListener('abort', this.onSignal);
     this.gate?.open();

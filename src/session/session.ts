@@ -34,14 +34,13 @@ import {
   decodeHelloAck,
   decodeReset,
   decodeWindowUpdate,
-  encodeCall,
   encodeEnd,
   encodeGoaway,
   encodeJson,
   encodeReset,
   encodeWindowUpdate,
   END_OK,
-  metadataSize,
+  callSize,
   type CallHead,
   type Hello,
   type HelloAck,
@@ -300,8 +299,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
         ? createError(ErrorCode.GOAWAY, `connection to ${this.peer.address} is draining`)
         : createError(ErrorCode.CLOSED, `connection to ${this.peer.address} is ${this.state.toLowerCase()}`);
     }
-    const callSize = 5 + head.path.length + (head.metadata === undefined ? 2 : metadataSize(head.metadata));
-    if (callSize > this.sendMaxFrame) throw createError(ErrorCode.MESSAGE_TOO_LARGE, `call metadata of ${callSize} bytes exceeds the peer's max frame size of ${this.sendMaxFrame}`);
+    const size = head.metadata === undefined ? 0 : callSize(head.path, head.metadata);
+    if (size > this.sendMaxFrame) throw createError(ErrorCode.MESSAGE_TOO_LARGE, `call metadata of ${size} bytes exceeds the peer's max frame size of ${this.sendMaxFrame}`);
     const stream = new Stream(this, false, this.streamSendWindow, this.options.streamWindow);
     if (this.streams.size < this.negotiated!.maxConcurrentStreams && this.pendingOpen.length === 0) this.startStream(stream, head);
     else {
@@ -325,7 +324,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     this.streams.set(id, stream);
     // At least 1 ms: 0 would mean "no deadline". An already-expired call is ended by its caller's own timer.
     const timeoutMs = head.deadline !== undefined && Number.isFinite(head.deadline) ? Math.max(1, head.deadline - Date.now()) : head.timeoutMs;
-    this.writer.writeFrame(FrameType.CALL, 0, id, encodeCall(head.codec, timeoutMs, head.path, head.metadata));
+    this.writer.writeCallFrame(id, callSize(head.path, head.metadata), head.codec, timeoutMs, head.path, head.metadata);
     if (stream.queue !== null) {
       if (stream.queue.length === 0) stream.queue = null;
       else stream.flushQueue();

@@ -16,7 +16,8 @@
  *   slab is shared by all writers of the process (see `shared`).
  */
 import type { Duplex } from 'node:stream';
-import { HEADER_SIZE, writeHeader } from '../wire/frame.js';
+import { FrameType, HEADER_SIZE, writeHeader } from '../wire/frame.js';
+import { encodeCall, writeCall, type Metadata } from '../wire/payloads.js';
 
 const SLAB_SIZE = 64 * 1024;
 /** Payloads below this size are copied into the slab; larger ones are written as they are. */
@@ -68,6 +69,29 @@ export class FrameWriter {
       }
     }
     this.pendingBytes += HEADER_SIZE + plen;
+    if (this.pendingBytes >= FLUSH_THRESHOLD) this.flush();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flushBound);
+    }
+  }
+
+  /**
+   * Queue a CALL frame, encoding its payload straight into the slab (no intermediate
+   * buffer: this runs once per call). `size` is `callSize(path, metadata)`.
+   */
+  writeCallFrame(streamId: number, size: number, codec: number, timeoutMs: number, path: Buffer, metadata: Metadata | undefined): void {
+    if (this.closed) return;
+    if (size >= COPY_LIMIT) {
+      this.writeFrame(FrameType.CALL, 0, streamId, encodeCall(codec, timeoutMs, path, metadata));
+      return;
+    }
+    if (shared.owner !== this) this.takeSlab();
+    if (shared.offset + HEADER_SIZE + size > shared.slab.length) this.newSlab(HEADER_SIZE + size);
+    writeHeader(shared.slab, shared.offset, size, FrameType.CALL, 0, streamId);
+    writeCall(shared.slab, shared.offset + HEADER_SIZE, codec, timeoutMs, path, metadata);
+    shared.offset += HEADER_SIZE + size;
+    this.pendingBytes += HEADER_SIZE + size;
     if (this.pendingBytes >= FLUSH_THRESHOLD) this.flush();
     else if (!this.scheduled) {
       this.scheduled = true;

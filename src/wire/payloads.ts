@@ -162,12 +162,22 @@ export function encodeCallPath(service: string, method: string): Buffer {
   return out;
 }
 
+/** Size of a CALL payload. */
+export function callSize(path: Buffer, metadata: Metadata | undefined): number {
+  return 5 + path.length + (metadata === undefined ? 2 : metadataSize(metadata));
+}
+
+/** Write a CALL payload of `callSize(path, metadata)` bytes at `off` of `out`. */
+export function writeCall(out: Buffer, off: number, codec: number, timeoutMs: number, path: Buffer, metadata: Metadata | undefined): void {
+  out[off] = codec;
+  out.writeUInt32BE(Math.max(0, Math.min(0xffffffff, Math.ceil(timeoutMs))), off + 1);
+  path.copy(out, off + 5);
+  writeMetadata(out, off + 5 + path.length, metadata);
+}
+
 export function encodeCall(codec: number, timeoutMs: number, path: Buffer, metadata: Metadata | undefined): Buffer {
-  const out = Buffer.allocUnsafe(5 + path.length + metadataSize(metadata));
-  out[0] = codec;
-  out.writeUInt32BE(Math.max(0, Math.min(0xffffffff, Math.ceil(timeoutMs))), 1);
-  path.copy(out, 5);
-  writeMetadata(out, 5 + path.length, metadata);
+  const out = Buffer.allocUnsafe(callSize(path, metadata));
+  writeCall(out, 0, codec, timeoutMs, path, metadata);
   return out;
 }
 
