@@ -98,43 +98,27 @@ const MAX_PONGS_BLOCKED = 1000;
 /** How many recently half-closed peer stream ids are remembered to catch DATA after END_STREAM. */
 const HALF_CLOSED_MEMORY = 1024;
 
-const reasonToCode: Record<number, ErrorCodeValue> = {
-  [GoawayReason.NO_ERROR]: ErrorCode.GOAWAY,
-  [GoawayReason.PROTOCOL_ERROR]: ErrorCode.PROTOCOL,
-  [GoawayReason.FLOW_CONTROL_ERROR]: ErrorCode.FLOW_CONTROL,
-  [GoawayReason.FRAME_SIZE_ERROR]: ErrorCode.FRAME_TOO_LARGE,
-  [GoawayReason.VERSION_UNSUPPORTED]: ErrorCode.VERSION,
-  [GoawayReason.UNAUTHENTICATED]: ErrorCode.AUTH_REFUSED,
-  [GoawayReason.HANDSHAKE_FAILED]: ErrorCode.HANDSHAKE,
-  [GoawayReason.KEEPALIVE_TIMEOUT]: ErrorCode.KEEPALIVE_TIMEOUT,
-  [GoawayReason.IDLE_TIMEOUT]: ErrorCode.IDLE_TIMEOUT,
-  [GoawayReason.INTERNAL_ERROR]: ErrorCode.CONNECTION_LOST,
-};
+/**
+ * GOAWAY reason ⇄ error code, one table for both directions: the code a received reason
+ * becomes, and the reason sent when this side closes with a code (unlisted codes: INTERNAL_ERROR).
+ */
+const REASON_CODES: ReadonlyArray<readonly [GoawayReasonValue, ErrorCodeValue]> = [
+  [GoawayReason.NO_ERROR, ErrorCode.GOAWAY],
+  [GoawayReason.PROTOCOL_ERROR, ErrorCode.PROTOCOL],
+  [GoawayReason.FLOW_CONTROL_ERROR, ErrorCode.FLOW_CONTROL],
+  [GoawayReason.FRAME_SIZE_ERROR, ErrorCode.FRAME_TOO_LARGE],
+  [GoawayReason.VERSION_UNSUPPORTED, ErrorCode.VERSION],
+  [GoawayReason.UNAUTHENTICATED, ErrorCode.AUTH_REFUSED],
+  [GoawayReason.HANDSHAKE_FAILED, ErrorCode.HANDSHAKE],
+  [GoawayReason.KEEPALIVE_TIMEOUT, ErrorCode.KEEPALIVE_TIMEOUT],
+  [GoawayReason.IDLE_TIMEOUT, ErrorCode.IDLE_TIMEOUT],
+  [GoawayReason.INTERNAL_ERROR, ErrorCode.CONNECTION_LOST],
+];
+const reasonToCode = new Map<number, ErrorCodeValue>(REASON_CODES);
+const codeToReasonMap = new Map<string, GoawayReasonValue>([...REASON_CODES.map(([r, c]) => [c, r] as const), [ErrorCode.CLOSED, GoawayReason.NO_ERROR]]);
 
 function codeToReason(code: string): GoawayReasonValue {
-  switch (code) {
-    case ErrorCode.PROTOCOL:
-      return GoawayReason.PROTOCOL_ERROR;
-    case ErrorCode.FLOW_CONTROL:
-      return GoawayReason.FLOW_CONTROL_ERROR;
-    case ErrorCode.FRAME_TOO_LARGE:
-      return GoawayReason.FRAME_SIZE_ERROR;
-    case ErrorCode.VERSION:
-      return GoawayReason.VERSION_UNSUPPORTED;
-    case ErrorCode.AUTH_REFUSED:
-      return GoawayReason.UNAUTHENTICATED;
-    case ErrorCode.HANDSHAKE:
-      return GoawayReason.HANDSHAKE_FAILED;
-    case ErrorCode.KEEPALIVE_TIMEOUT:
-      return GoawayReason.KEEPALIVE_TIMEOUT;
-    case ErrorCode.IDLE_TIMEOUT:
-      return GoawayReason.IDLE_TIMEOUT;
-    case ErrorCode.GOAWAY:
-    case ErrorCode.CLOSED:
-      return GoawayReason.NO_ERROR;
-    default:
-      return GoawayReason.INTERNAL_ERROR;
-  }
+  return codeToReasonMap.get(code) ?? GoawayReason.INTERNAL_ERROR;
 }
 
 export interface SessionEvents {
@@ -785,7 +769,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost {
     const reasonName = GoawayReasonName[g.reason] ?? `UNKNOWN(${g.reason})`;
     this.emit('goaway', { lastStreamId: g.lastStreamId, reason: reasonName, message: g.message });
     const graceful = g.reason === GoawayReason.NO_ERROR || g.reason === GoawayReason.IDLE_TIMEOUT;
-    const code = reasonToCode[g.reason] ?? ErrorCode.CONNECTION_LOST;
+    const code = reasonToCode.get(g.reason) ?? ErrorCode.CONNECTION_LOST;
     if (!graceful || this.state === SessionState.HANDSHAKING) {
       const status = code === ErrorCode.AUTH_REFUSED ? Status.UNAUTHENTICATED : Status.UNAVAILABLE;
       this.goawaySent = true; // do not answer a GOAWAY with a GOAWAY
