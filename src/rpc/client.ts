@@ -107,7 +107,12 @@ export function connect<M extends MethodMap>(def: ServiceDef<M>, options: Client
       client[name] = (request: unknown, opts?: CallOptions) => invoke(conn, rt, defaults, request, opts ?? {});
     } else {
       const chain = compose(interceptors, direct);
-      client[name] = (request: unknown, opts?: CallOptions) => chain({ service: rt.service, method: name, kind: mdef.kind, idempotent: mdef.idempotent, request, options: opts ?? {} } satisfies OutgoingCall);
+      const streaming = mdef.kind === MethodKind.SERVER_STREAM || mdef.kind === MethodKind.BIDI;
+      client[name] = (request: unknown, opts?: CallOptions) => {
+        const out = chain({ service: rt.service, method: name, kind: mdef.kind, idempotent: mdef.idempotent, request, options: opts ?? {} } satisfies OutgoingCall);
+        // An async interceptor on a streaming method hands back a promise of the stream.
+        return streaming && out instanceof Promise ? deferredStream(out as Promise<ResponseStream<unknown>>) : out;
+      };
     }
   }
   Object.defineProperties(client, {
@@ -126,6 +131,31 @@ export function connect<M extends MethodMap>(def: ServiceDef<M>, options: Client
   });
   if (options.eager !== false) conn.connect();
   return client as Client<M>;
+}
+
+/** A ResponseStream over a promise of one (what an async client interceptor returns for a streaming call). */
+function deferredStream(p: Promise<ResponseStream<unknown>>): ResponseStream<unknown> {
+  let stream: ResponseStream<unknown> | undefined;
+  let cancelled: string | undefined;
+  p.then(
+    (s) => {
+      stream = s;
+      if (cancelled !== undefined) s.cancel(cancelled);
+    },
+    () => {},
+  );
+  const trailers = p.then((s) => s.trailers);
+  trailers.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
+  return {
+    async *[Symbol.asyncIterator]() {
+      yield* await p;
+    },
+    cancel(reason = 'cancelled by the caller') {
+      cancelled = reason;
+      stream?.cancel(reason);
+    },
+    trailers,
+  };
 }
 
 interface Defaults {
@@ -165,7 +195,7 @@ function waitSession(conn: ClientConnection, d: Defaults, o: CallOptions, deadli
 
 function openCall(session: Session, rt: MethodRuntime, o: CallOptions, deadline: number): Stream {
   if (o.metadata !== undefined) checkMetadata(o.metadata);
-  o.signal?.throwIfAborted();
+  if (o.signal?.aborted) throw abortReason(o.signal);
   let timeoutMs = 0;
   if (Number.isFinite(deadline)) {
     timeoutMs = deadline - Date.now();

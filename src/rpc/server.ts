@@ -84,8 +84,14 @@ export class Server {
     const interceptors = this.options.interceptors ?? [];
     for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
       const fn = (handlers as Record<string, (...a: unknown[]) => unknown>)[name]!;
-      const base: Handle = (call) => fn.call(handlers, call.request, call.ctx) as ReturnType<Handle>;
-      const direct = interceptors.length === 0 ? (request: unknown, ctx: CallContext) => fn.call(handlers, request, ctx) as ReturnType<Handle> : undefined;
+      // Request validation runs innermost, after the interceptors (an auth interceptor answers
+      // an unauthenticated caller before its request is judged).
+      const input = mdef.kind === MethodKind.UNARY || mdef.kind === MethodKind.SERVER_STREAM ? mdef.input : undefined;
+      const base: Handle =
+        input === undefined
+          ? (call) => fn.call(handlers, call.request, call.ctx) as ReturnType<Handle>
+          : async (call) => fn.call(handlers, await validate(input, call.request, 'request'), call.ctx) as ReturnType<Handle>;
+      const direct = interceptors.length === 0 && input === undefined ? (request: unknown, ctx: CallContext) => fn.call(handlers, request, ctx) as ReturnType<Handle> : undefined;
       methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct });
     }
     this.services.set(def.name, methods);
@@ -176,6 +182,10 @@ function codecsFor(def: MethodDef, codecId: number): { req: Codec; res: Codec } 
 function clientReset(err: SkeinError): SkeinError {
   if (err.status === Status.DEADLINE_EXCEEDED) return createError(ErrorCode.DEADLINE, `deadline exceeded (the client gave up)${err.message ? `: ${err.message}` : ''}`);
   return createError(ErrorCode.CANCELLED, `call cancelled by the client${err.message ? `: ${err.message}` : ''}`);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as PromiseLike<unknown>).then === 'function';
 }
 
 function expireCall(call: ServerCall): void {
@@ -329,17 +339,18 @@ class ServerCall implements CallContext, StreamHandler {
   private async run(request: unknown): Promise<void> {
     const def = this.entry.def;
     try {
-      if (def.input !== undefined && (def.kind === MethodKind.UNARY || def.kind === MethodKind.SERVER_STREAM)) request = await validate(def.input, request, 'request');
-      if (this.done) return;
       const direct = this.entry.direct;
-      const result = direct !== undefined ? direct(request, this) : this.entry.handle({ service: this.service, method: this.method, kind: def.kind, request, ctx: this });
+      let result = direct !== undefined ? direct(request, this) : this.entry.handle({ service: this.service, method: this.method, kind: def.kind, request, ctx: this });
       if (def.kind === MethodKind.UNARY || def.kind === MethodKind.CLIENT_STREAM) {
-        let reply = await (result as Promise<unknown>);
+        let reply = await result;
         if (this.done) return;
         if (def.output !== undefined) reply = await validate(def.output, reply, 'reply');
         this.stream.send(this.resCodec.encode(reply));
         this.finish(undefined);
       } else {
+        // An async interceptor (or handler wrapper) hands back a promise of the iterable.
+        if (isThenable(result)) result = await result;
+        if (this.done) return;
         if (result === null || typeof result !== 'object' || (!(Symbol.asyncIterator in result) && !(Symbol.iterator in result))) {
           throw createError(ErrorCode.INTERNAL, `${this.service}.${this.method} must return an iterable (use an async generator)`, { status: Status.INTERNAL });
         }

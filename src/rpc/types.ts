@@ -124,9 +124,12 @@ export interface IncomingCall {
 
 /**
  * Runs a handler. Returns the reply (unary, clientStream) or an iterable of replies
- * (serverStream, bidi). Throw a SkeinError to end the call with its status.
+ * (serverStream, bidi) — either of them directly or as a promise (so interceptors may be
+ * async functions). Throw (or reject with) a SkeinError to end the call with its status.
+ * Use `await next(call)` rather than `next(call).then(...)`: a synchronous handler returns
+ * its reply as it is.
  */
-export type Handle = (call: IncomingCall) => Promise<unknown> | AsyncIterable<unknown> | Iterable<unknown>;
+export type Handle = (call: IncomingCall) => unknown;
 /** Server interceptor: wraps the next handler (auth checks, logging, limits, ...). */
 export type ServerInterceptor = (next: Handle) => Handle;
 

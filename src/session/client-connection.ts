@@ -77,7 +77,7 @@ export class ClientConnection extends EventEmitter<{ state: [StateChange] }> {
     if (this.session !== undefined && this.session.isReady) return Promise.resolve(this.session);
     if (this.state === ConnectivityState.SHUTDOWN) return Promise.reject(createError(ErrorCode.CLOSED, `client for ${this.target} is closed`));
     if (this.state === ConnectivityState.TRANSIENT_FAILURE && !opts.waitForReady) return Promise.reject(this.notReady());
-    opts.signal?.throwIfAborted();
+    if (opts.signal?.aborted) return Promise.reject(isSkeinError(opts.signal.reason) ? opts.signal.reason : createError(ErrorCode.CANCELLED, 'call cancelled before it started', { cause: opts.signal.reason }));
     this.connect();
     return new Promise<Session>((resolve, reject) => {
       let cancelTimer: CancelTimer | undefined;
