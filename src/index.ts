@@ -1,15 +1,24 @@
 /**
  * skein — public API. Every name is listed explicitly (no `export *`).
+ *
+ * Plugin families register here, once (STYLE item 2): importing a plugin file registers
+ * nothing; the setup calls at the bottom of this file do.
  */
+import { setupBalance } from './balance/index.js';
+import { setupChannel } from './channel/index.js';
+import { registerDiscovery, setupDiscovery } from './discovery/index.js';
+import { setup as setupEmbeddedDiscovery } from './discovery/embedded/plugin.js';
+import type { DiscoveryPlugin, Registrar, Resolver } from './discovery/types.js';
+
 export { SkeinError, ProtocolError, Status, ErrorCode, statusName, toStatus, isSkeinError, createError } from './errors.js';
 export type { StatusName, StatusCode, ErrorCodeValue, SkeinErrorOptions } from './errors.js';
 
 export { service, unary, serverStream, clientStream, bidi, MethodKind } from './rpc/define.js';
 export type { ServiceDef, MethodDef, MethodMap, MethodOptions, MethodKindValue } from './rpc/define.js';
 export { createServer, implement, Server } from './rpc/server.js';
-export type { ServerOptions, BoundAddress } from './rpc/server.js';
+export type { ServerOptions, ServerEvents, BoundAddress } from './rpc/server.js';
 export { connect } from './rpc/client.js';
-export type { Client, ClientOptions, ClientControl } from './rpc/client.js';
+export type { Client, ClientOptions, ClientControl, ClientBase, AnyClient, ChannelClient, ChannelClientControl, DiscoveryClientOptions } from './rpc/client.js';
 export { compose } from './rpc/types.js';
 export type {
   CallOptions,
@@ -46,3 +55,59 @@ export type { BackoffOptions } from './util/backoff.js';
 export { protobufCodec, loadProtoType, availableCompressors } from './codec/index.js';
 export type { Codec, Compressor } from './codec/index.js';
 export type { TlsOptions, PeerInfo, ListenOptions } from './transport/transport.js';
+
+export { Channel, Subchannel } from './channel/index.js';
+export type { ChannelEvents, SubchannelCounters } from './channel/index.js';
+export { registerPicker, pickerFor, pickerNames, roundRobin } from './balance/index.js';
+export type { Picker, PickerBuilder, PickerOptions, PickerSubchannel, PickInfo, PickResult, CallOutcome } from './balance/index.js';
+export { Health, HealthStatus, HealthService, HEALTH_SERVICE } from './observe/index.js';
+export type { HealthStatusValue, HealthRequest, HealthReply } from './observe/index.js';
+export { registerDiscovery, unregisterDiscovery, discoverySchemes, discoveryFor, resolverFor, registrarFor, parseDiscoveryUrl, setupDiscovery } from './discovery/index.js';
+export type { Instance, Resolver, ResolverEvent, Registrar, Registration, RegisterOptions, DiscoveryPlugin, RegisterDiscoveryOptions } from './discovery/index.js';
+export { embeddedDiscovery, openRegistry, Registry } from './discovery/embedded/index.js';
+export type { RegistryOptions } from './discovery/embedded/index.js';
+
+/**
+ * `etcd:` is registered lazily: the adapter (src/engines/etcd.ts) and the etcd3 client it
+ * imports (~130 ms to load) are only loaded when an etcd:// URL is first used, so that
+ * `import 'skein'` and every `skein` command stay quick and no core module imports etcd3.
+ * A URL error of the adapter then surfaces on first use (the watch's 'error' / a rejected
+ * call) instead of at resolverFor().
+ */
+function lazyDiscovery(scheme: string, load: () => Promise<DiscoveryPlugin>): DiscoveryPlugin {
+  let loading: Promise<DiscoveryPlugin> | undefined;
+  const later = <T>(make: (p: DiscoveryPlugin) => T): Promise<T> => {
+    const p = (loading ??= load()).then(make);
+    p.catch(() => {}); // reported by whoever uses it
+    return p;
+  };
+  return Object.freeze({
+    scheme,
+    resolver(url: URL): Resolver {
+      const r = later((p) => p.resolver(url));
+      return {
+        watch: (service, options) => ({
+          async *[Symbol.asyncIterator]() {
+            yield* (await r).watch(service, options);
+          },
+        }),
+        list: async (service, options) => (await r).list(service, options),
+        close: async () => (await r.catch(() => undefined))?.close(),
+      };
+    },
+    registrar(url: URL): Registrar {
+      const r = later((p) => p.registrar!(url));
+      return {
+        register: async (instance, options) => (await r).register(instance, options),
+        close: async () => (await r.catch(() => undefined))?.close(),
+      };
+    },
+  });
+}
+
+// Built-in plugins, registered once (idempotent).
+setupDiscovery();
+setupEmbeddedDiscovery();
+registerDiscovery(lazyDiscovery('etcd', async () => (await import('./engines/etcd.js')).etcdDiscovery));
+setupBalance();
+setupChannel();

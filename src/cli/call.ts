@@ -11,12 +11,13 @@
  * unary call prints one line, a server stream one line per message.
  */
 import { Option, type Command } from 'commander';
-import { bidi, connect, createError, ErrorCode, service, type CallOptions, type ClientOptions, type Metadata, type ServiceDef } from '../index.js';
+import { bidi, connect, createError, ErrorCode, service, type CallOptions, type ClientOptions, type DiscoveryClientOptions, type Metadata, type ServiceDef } from '../index.js';
 import { parseTarget } from '../transport/index.js';
-import { collectMeta, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, toJsonLine, UsageError, writeLine } from './util.js';
+import { checkDiscovery, collectMeta, discoveryOption, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, toJsonLine, UsageError, writeLine } from './util.js';
 
 interface CallFlags {
   target?: string;
+  discovery?: string;
   timeout: number;
   meta?: Metadata;
   tlsCa?: string;
@@ -33,6 +34,13 @@ Examples:
   $ skein call echo.chat -t 127.0.0.1:7700 < messages.ndjson       # bidi
   $ SKEIN_TARGET=127.0.0.1:7700 skein call shop.cart.add '{"sku":"a1"}' --meta user=ada --timeout 500
   $ skein call echo.say '{}' -t localhost:7700 --tls-ca ca.pem      # TLS (tls://host:port also works)
+  $ skein call echo.say '{"text":"hi"}' --discovery skein://127.0.0.1:7600   # any instance of echo
+  $ SKEIN_DISCOVERY=static://127.0.0.1:7701,127.0.0.1:7702 skein call echo.say '{}'
+
+Where: --target HOST:PORT calls that server; --discovery URL finds the instances of the
+service (the part before the last dot) there and calls one of them that is ready and
+serving. Give one of the two; a flag on the command line wins over the other one's
+environment variable (SKEIN_TARGET, SKEIN_DISCOVERY).
 
 Requests: the JSON argument is the only request; without it (or with "-") every line of
 stdin is one request (NDJSON) until EOF. This works for every kind of method (unary,
@@ -51,6 +59,7 @@ export function registerCall(program: Command): void {
     .argument('<service.method>', 'e.g. echo.say, shop.cart.add')
     .argument('[json]', 'the request as JSON; omit (or "-") to read NDJSON requests from stdin')
     .addOption(new Option('-t, --target <host:port>', 'server address: host:port, tls://host:port, unix:/path').env('SKEIN_TARGET'))
+    .addOption(discoveryOption('find the service there instead of --target'))
     .addOption(new Option('--timeout <ms>', 'deadline for the whole call; 0 for none').argParser(intOption(0, 0x7fffffff)).default(30000).env('SKEIN_TIMEOUT'))
     .option('-m, --meta <key=value>', 'metadata sent with the call (repeatable)', collectMeta)
     .option('--tls-ca <file>', 'connect with TLS, trusting this PEM CA')
@@ -58,11 +67,11 @@ export function registerCall(program: Command): void {
     .option('--tls-key <file>', 'private key for --tls-cert')
     .option('--json-codec', 'encode messages as JSON on the wire instead of MessagePack')
     .addHelpText('after', EXAMPLES)
-    .action((path: string, json: string | undefined, flags: CallFlags) => call(path, json, flags));
+    .action((path: string, json: string | undefined, flags: CallFlags, cmd: Command) => call(path, json, flags, cmd));
 }
 
 /** Method names the client object keeps for itself (see rpc/client.ts). */
-const RESERVED = new Set(['connection', 'state', 'status', 'ready', 'close', 'then', '__proto__']);
+const RESERVED = new Set(['connection', 'channel', 'state', 'status', 'ready', 'close', 'then', '__proto__']);
 
 /**
  * A one-method definition for SERVICE.METHOD, declared bidi. A method whose name the
@@ -84,22 +93,42 @@ function runtimeDef(path: string): { def: ServiceDef; key: string } {
   return { def: { name, methods: { [key]: def.methods[method]! }, paths: { [key]: def.paths[method]! } }, key };
 }
 
-async function call(path: string, json: string | undefined, flags: CallFlags): Promise<void> {
+/**
+ * --target or --discovery: exactly one. When both are set, the one given on the command
+ * line wins over the one from the environment; both on the command line is a usage error.
+ */
+function where(flags: CallFlags, cmd: Command): { target: string } | { discovery: string } {
+  let { target, discovery } = flags;
+  if (target === '') target = undefined;
+  if (discovery === '') discovery = undefined;
+  if (target !== undefined && discovery !== undefined) {
+    const fromCli = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
+    if (fromCli('target') && !fromCli('discovery')) discovery = undefined;
+    else if (fromCli('discovery') && !fromCli('target')) target = undefined;
+    else throw new UsageError('give --target or --discovery, not both');
+  }
+  if (discovery !== undefined) return { discovery: checkDiscovery(discovery) };
+  if (target === undefined) throw new UsageError('no target: pass --target HOST:PORT or --discovery URL, or set SKEIN_TARGET or SKEIN_DISCOVERY');
+  try {
+    parseTarget(target);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return { target };
+}
+
+async function call(path: string, json: string | undefined, flags: CallFlags, cmd: Command): Promise<void> {
   let stdinError: UsageError | undefined;
-  let options: ClientOptions;
+  let options: ClientOptions | DiscoveryClientOptions;
   let def: ServiceDef;
   let key: string;
   let requests: Iterable<unknown> | AsyncIterable<unknown>;
   try {
     ({ def, key } = runtimeDef(path));
-    if (flags.target === undefined || flags.target === '') throw new UsageError('no target: pass --target HOST:PORT or set SKEIN_TARGET');
-    try {
-      parseTarget(flags.target);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-    options = { target: flags.target, codec: flags.jsonCodec === true ? 'json' : 'msgpack', waitForReady: false };
-    const tls = readTls(flags, 'client') ?? (flags.target.startsWith('tls://') ? {} : undefined);
+    const to = where(flags, cmd);
+    const codec = flags.jsonCodec === true ? 'json' : 'msgpack';
+    options = 'target' in to ? { target: to.target, codec, waitForReady: false } : { discovery: to.discovery, codec, waitForReady: false };
+    const tls = readTls(flags, 'client') ?? ('target' in to && to.target.startsWith('tls://') ? {} : undefined);
     if (tls !== undefined) options.tls = tls;
     if (json !== undefined && json !== '-') requests = [parseJson(json, 'the request argument')];
     else {

@@ -3,6 +3,11 @@
  * (`implement(Def, handlers)`) or an array of them, serve them all on one server, print
  * `ready serve HOST:PORT` on stdout once listening, drain on SIGTERM/SIGINT.
  *
+ * With `--discovery URL` every service is registered there once listening (before the
+ * ready line), under a lease of `--ttl` seconds kept alive; a lost lease and each
+ * re-registration are logged on stderr; SIGTERM first reports NOT_SERVING, deregisters,
+ * then drains (see rpc/server.ts).
+ *
  * Service modules `import ... from 'skein'`. So that this also works for a module outside
  * any project with skein installed (e.g. /tmp/svc.js), an ESM resolve hook
  * (resolve-hook.ts) maps `skein` and `skein/internal` to this package when normal
@@ -16,11 +21,14 @@ import type { Command } from 'commander';
 import { createServer, type ImplementedService, type ServerInterceptor, type ServerOptions } from '../index.js';
 import { formatAddress } from '../transport/index.js';
 import type { ResolveHookData } from './resolve-hook.js';
-import { exit, ExitCode, formatError, intOption, log, readTls, UsageError } from './util.js';
+import { checkDiscovery, discoveryOption, exit, ExitCode, formatError, intOption, log, numberOption, readTls, redactUrl, UsageError } from './util.js';
 
 interface ServeOptions {
   host: string;
   port: number;
+  discovery?: string;
+  ttl: number;
+  advertise?: string;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
@@ -35,6 +43,8 @@ Examples:
   $ skein serve a.js b.js --host 0.0.0.0 --port 7700 --grace 5000
   $ skein serve svc.js --tls-cert server.pem --tls-key server-key.pem              # TLS
   $ skein serve svc.js --tls-cert server.pem --tls-key server-key.pem --tls-ca ca.pem  # mutual TLS
+  $ skein serve examples/echo.js --discovery skein://127.0.0.1:7600          # register in a registry
+  $ SKEIN_DISCOVERY=skein://10.0.0.5:7600 skein serve svc.js --host 0.0.0.0 --ttl 5
 
 A module to serve:
   import { service, unary, implement } from 'skein';
@@ -42,7 +52,13 @@ A module to serve:
   export default implement(Greeter, { async hello({ name }) { return { message: \`hi \${name}\` }; } });
 
 Once listening, one line goes to stdout: "ready serve HOST:PORT" (logs go to stderr).
-SIGTERM or SIGINT drains: new calls are refused, in-flight calls get --grace ms, exit 0.
+With --discovery, every service is registered first (under a lease of --ttl seconds that
+is kept alive; the address is --advertise, else the bound one, else for 0.0.0.0 this
+host's first non-internal IPv4 address), and the stderr log says "registered ..." and,
+if the lease is lost, "lost ..." and then "registered ..." again. A registry that does
+not answer within 5 s does not stop the server: it serves, and registers when it can.
+SIGTERM or SIGINT drains: health turns NOT_SERVING, the services are deregistered, new
+calls are refused, in-flight calls get --grace ms, exit 0.
 Exit status: 0 stopped cleanly, 1 could not listen, 2 bad arguments or modules.`;
 
 export function registerServe(program: Command): void {
@@ -57,6 +73,9 @@ export function registerServe(program: Command): void {
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--tls-ca <file>', 'PEM CA that signs client certificates: turns on mutual TLS')
     .option('--grace <ms>', 'on SIGTERM/SIGINT, how long in-flight calls get to finish', intOption(0, 0x7fffffff), 10000)
+    .addOption(discoveryOption('register the services there'))
+    .option('--ttl <seconds>', 'with --discovery: lease time-to-live; an instance vanishes this long after the server dies', numberOption(0.1, 86400), 10)
+    .option('--advertise <host:port>', 'with --discovery: the address to register instead of the bound one')
     .option('-v, --verbose', 'log every call to stderr')
     .addHelpText('after', EXAMPLES)
     .action((files: string[], opts: ServeOptions) => serve(files, opts));
@@ -69,6 +88,11 @@ async function serve(files: string[], opts: ServeOptions): Promise<void> {
     const services = await loadServices(files);
     const options: ServerOptions = { drainGraceMs: opts.grace };
     if (tls !== undefined) options.tls = tls;
+    if (opts.discovery !== undefined && opts.discovery !== '') {
+      options.discovery = checkDiscovery(opts.discovery, 'registrar');
+      options.ttl = opts.ttl;
+      if (opts.advertise !== undefined) options.advertise = opts.advertise;
+    } else if (opts.advertise !== undefined) throw new UsageError('--advertise needs --discovery');
     if (opts.verbose === true) options.interceptors = [logCalls];
     server = createServer(options);
     for (const { file, impl } of services) {
@@ -84,12 +108,20 @@ async function serve(files: string[], opts: ServeOptions): Promise<void> {
     return exit(err instanceof UsageError ? ExitCode.USAGE : ExitCode.FAILED);
   }
 
+  const where = server.options.discovery;
+  if (where !== undefined) {
+    server.on('registered', (inst) => log(`skein serve: registered ${inst.service} at ${inst.address} in ${redactUrl(String(where))} (ttl ${opts.ttl} s)`));
+    server.on('lost', (err, inst) => log(`skein serve: lost the registration of ${inst.service} at ${inst.address}: ${formatError(err)}; registering again`));
+  }
   let address: string;
   try {
     const bound = await server.listen({ host: opts.host, port: opts.port });
     address = bound.port !== undefined ? formatAddress(bound.host ?? opts.host, bound.port) : bound.address;
+    if (bound.registered === false) log(`skein serve: ${redactUrl(String(where))} does not answer yet: serving meanwhile, registering as soon as it does`);
   } catch (err) {
-    log(`skein serve: cannot listen on ${formatAddress(opts.host, opts.port)}: ${(err as Error).message}`);
+    if (String((err as Error)?.message).startsWith('cannot register')) log(`skein serve: ${formatError(err)}`);
+    else log(`skein serve: cannot listen on ${formatAddress(opts.host, opts.port)}: ${(err as Error).message}`);
+    await server.close(0).catch(() => {});
     return exit(ExitCode.FAILED);
   }
 

@@ -8,8 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
-import { InvalidArgumentError } from 'commander';
-import { isSkeinError, statusName, type Metadata, type TlsOptions } from '../index.js';
+import { InvalidArgumentError, Option } from 'commander';
+import { discoveryFor, isSkeinError, parseDiscoveryUrl, statusName, type Metadata, type TlsOptions } from '../index.js';
 
 export const ExitCode = {
   OK: 0,
@@ -137,6 +137,42 @@ export function intOption(min: number, max: number): (value: string) => number {
     if (!Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in [${min}, ${max}], got ${value}`);
     return n;
   };
+}
+
+/** Commander parser for a number (decimals allowed) within [min, max]. */
+export function numberOption(min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    if (!/^\d+(\.\d+)?$/.test(value.trim())) throw new InvalidArgumentError(`expected a number, got ${JSON.stringify(value)}`);
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`expected a number in [${min}, ${max}], got ${value}`);
+    return n;
+  };
+}
+
+/** The `--discovery URL` option; SKEIN_DISCOVERY stands in for it. */
+export function discoveryOption(what = 'where to find services'): Option {
+  return new Option('--discovery <url>', `${what}: skein://HOST:PORT, etcd://HOST:PORT[,...], static://HOST:PORT[,...], dns://NAME, multicast://[GROUP:PORT]`).env('SKEIN_DISCOVERY');
+}
+
+/** A URL without its user info, for messages (passwords must not reach logs). */
+export function redactUrl(url: string): string {
+  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/, '$1***@');
+}
+
+/**
+ * Check a discovery URL given on the command line: a UsageError (exit 2) when it is
+ * missing, malformed, of an unknown scheme, or (for `registrar`) read-only.
+ */
+export function checkDiscovery(url: string | undefined, need: 'resolver' | 'registrar' = 'resolver'): string {
+  if (url === undefined || url === '') throw new UsageError('no discovery URL: pass --discovery URL or set SKEIN_DISCOVERY');
+  let plugin: ReturnType<typeof discoveryFor>;
+  try {
+    plugin = discoveryFor(parseDiscoveryUrl(url));
+  } catch (err) {
+    throw new UsageError(`--discovery: ${(err as Error).message}`);
+  }
+  if (need === 'registrar' && typeof plugin.registrar !== 'function') throw new UsageError(`--discovery: "${plugin.scheme}:" discovery is read-only: servers cannot register there (use skein://, etcd:// or multicast://)`);
+  return url;
 }
 
 function readPem(file: string, flag: string): string {

@@ -1,6 +1,11 @@
 /**
  * The RPC client: `connect(Def, { target })` gives an object with one typed method per
  * method of the service, over one ClientConnection (reconnecting with backoff).
+ * `connect(Def, { discovery })` gives the same object over a Channel (src/channel): one
+ * connection per instance of the service, found through a discovery URL, a picker choosing
+ * one per call. The two paths share the call machinery below; the single-connection path
+ * is untouched by the channel (its unary calls take no extra step), and the channel path
+ * goes through `CallRouter.route()` instead of `ClientConnection.session`.
  *
  * Every call has a deadline: `timeout` per call, else the client's default (30 s for unary
  * and client-streaming calls; none for calls that stream replies, which are often
@@ -10,7 +15,7 @@
  */
 import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors.js';
 import { CodecId, getCodec, type Codec } from '../codec/index.js';
-import { ClientConnection, type ClientConnectionOptions } from '../session/client-connection.js';
+import { ClientConnection, type ClientConnectionOptions, type GetSessionOptions } from '../session/client-connection.js';
 import type { ConnectivityStateValue, StateChange } from '../session/connectivity.js';
 import type { OpenStreamHead, Session } from '../session/session.js';
 import { startTimer, stopTimer, type TimerHandle } from '../session/timer.js';
@@ -21,6 +26,8 @@ import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './d
 import { InboundQueue } from './inbound.js';
 import { DrainGate, pumpSource } from './outbound.js';
 import { compose, type CallOptions, type ClientInterceptor, type ClientMethods, type Invoke, type OutgoingCall, type RequestSource, type ResponseStream } from './types.js';
+// Type only: the channel layer sits above this one and registers itself (setChannelFactory).
+import type { Channel } from '../channel/channel.js';
 
 export interface ClientOptions extends ClientConnectionOptions {
   /** Where the server is: 'host:port', 'tls://host:port', 'unix:/path', 'memory:name'. */
@@ -39,11 +46,9 @@ export interface ClientOptions extends ClientConnectionOptions {
   eager?: boolean;
 }
 
-/** Control surface of a client, beside its methods. */
-export interface ClientControl {
-  /** The underlying connection (states, events, `status()`). */
-  readonly connection: ClientConnection;
-  /** Current connectivity state. */
+/** What every client has beside its methods, whether it has a `target` or a `discovery`. */
+export interface ClientBase {
+  /** Current connectivity state (aggregated over the instances for a discovery client). */
   readonly state: ConnectivityStateValue;
   /** Every state change until SHUTDOWN. */
   status(): AsyncIterableIterator<StateChange>;
@@ -53,9 +58,79 @@ export interface ClientControl {
   close(graceMs?: number): Promise<void>;
 }
 
+/** Control surface of a client made with `target`, beside its methods. */
+export interface ClientControl extends ClientBase {
+  /** The underlying connection (states, events, `status()`). */
+  readonly connection: ClientConnection;
+}
+
+/** Control surface of a client made with `discovery`, beside its methods. */
+export interface ChannelClientControl extends ClientBase {
+  /** The channel: instances, subchannels, picker, states and events (docs/channels.md). */
+  readonly channel: Channel;
+}
+
 export type Client<M extends MethodMap> = ClientMethods<M> & ClientControl;
+/** A client made with `connect(Def, { discovery })`: the same methods, over a channel. */
+export type ChannelClient<M extends MethodMap> = ClientMethods<M> & ChannelClientControl;
+/** Either kind of client: what code that works with both can rely on. */
+export type AnyClient<M extends MethodMap> = ClientMethods<M> & ClientBase;
+
+/**
+ * Options of a client that finds its server through discovery (`connect(Def, { discovery })`).
+ * Everything but `target` as in ClientOptions; the connection options (tls, session,
+ * backoff, connectTimeoutMs) apply to every instance's connection.
+ */
+export interface DiscoveryClientOptions extends Omit<ClientOptions, 'target'> {
+  /**
+   * Where to find the instances of the service: 'skein://host:port', 'etcd://h:p,h:p',
+   * 'static://h:p,h:p', 'dns://name', 'multicast://group:port' (docs/discovery.md).
+   */
+  discovery: string | URL;
+  /** Never set together with `discovery`. */
+  target?: undefined;
+  /** Picker (balancing policy) by name. @default 'round-robin' */
+  balancer?: string;
+  /** Settings for the picker. @default {} */
+  balancerConfig?: Record<string, unknown>;
+  /** Watch each instance's `skein.health` and skip NOT_SERVING instances. @default true */
+  healthCheck?: boolean;
+  /** In-flight calls on an instance that left the registry get this long to finish, in ms. @default 10000 */
+  removeGraceMs?: number;
+}
+
+/**
+ * @internal What the RPC client needs from a channel: where each call goes. A `Route` is a
+ * READY session on the picked instance and a callback for the end of the call (in-flight
+ * counts, the picker's `onDone`).
+ */
+export interface Route {
+  readonly session: Session;
+  readonly done: ((err: SkeinError | undefined) => void) | undefined;
+}
+
+/** @internal Implemented by src/channel/channel.ts. */
+export interface CallRouter {
+  readonly state: ConnectivityStateValue;
+  status(): AsyncIterableIterator<StateChange>;
+  /** A route for this call now, or undefined (then `waitRoute`). Synchronous; never throws. */
+  route(method: string, options: CallOptions): Route | undefined;
+  /** Wait for a route: fails fast, waits or fails as the channel's state and `wait` say. */
+  waitRoute(method: string, options: CallOptions, wait: GetSessionOptions): Promise<Route>;
+  ready(options?: { signal?: AbortSignal; timeout?: number }): Promise<void>;
+  close(graceMs?: number): Promise<void>;
+}
+
+type ChannelFactory = (service: string, options: DiscoveryClientOptions) => Channel;
+let channelFactory: ChannelFactory | undefined;
+
+/** @internal The channel layer registers how to build a channel (src/channel/channel.ts `setup()`). */
+export function setChannelFactory(factory: ChannelFactory): void {
+  channelFactory = factory;
+}
 
 const RESERVED = new Set(['connection', 'state', 'status', 'ready', 'close', 'then']);
+const RESERVED_CHANNEL = new Set(['channel', 'state', 'status', 'ready', 'close', 'then']);
 
 const NONE = Symbol('none');
 
@@ -78,8 +153,19 @@ interface MethodRuntime {
   resCodec: Codec;
 }
 
-/** Connect to a service. See ClientOptions for the defaults. */
-export function connect<M extends MethodMap>(def: ServiceDef<M>, options: ClientOptions): Client<M> {
+/**
+ * Connect to a service: at one address (`target`), or to every instance that a discovery
+ * source lists (`discovery`). See ClientOptions and DiscoveryClientOptions for the defaults.
+ */
+export function connect<M extends MethodMap>(def: ServiceDef<M>, options: ClientOptions): Client<M>;
+export function connect<M extends MethodMap>(def: ServiceDef<M>, options: DiscoveryClientOptions): ChannelClient<M>;
+export function connect<M extends MethodMap>(def: ServiceDef<M>, options: ClientOptions | DiscoveryClientOptions): Client<M> | ChannelClient<M>;
+export function connect<M extends MethodMap>(def: ServiceDef<M>, options: ClientOptions | DiscoveryClientOptions): Client<M> | ChannelClient<M> {
+  if ((options as DiscoveryClientOptions | undefined)?.discovery !== undefined) return connectChannel(def, options as DiscoveryClientOptions);
+  return connectTarget(def, options as ClientOptions);
+}
+
+function connectTarget<M extends MethodMap>(def: ServiceDef<M>, options: ClientOptions): Client<M> {
   if (typeof options?.target !== 'string' || options.target === '') throw createError(ErrorCode.INVALID_OPTIONS, 'connect(): options.target is required (e.g. "127.0.0.1:7700")');
   const conn = new ClientConnection(options.target, options);
   const base = getCodec(options.codec ?? 'msgpack');
@@ -131,6 +217,70 @@ export function connect<M extends MethodMap>(def: ServiceDef<M>, options: Client
   });
   if (options.eager !== false) conn.connect();
   return client as Client<M>;
+}
+
+function methodRuntime(def: ServiceDef, name: string, mdef: MethodDef, base: Codec): MethodRuntime {
+  return {
+    service: def.name,
+    method: name,
+    def: mdef,
+    path: def.paths[name]!,
+    codecId: mdef.protobuf !== undefined ? CodecId.PROTOBUF : base.id,
+    reqCodec: mdef.protobuf?.request ?? base,
+    resCodec: mdef.protobuf?.response ?? base,
+  };
+}
+
+/** `connect(Def, { discovery })`: the same client object, its calls routed by a channel. */
+function connectChannel<M extends MethodMap>(def: ServiceDef<M>, options: DiscoveryClientOptions): ChannelClient<M> {
+  if (options.target !== undefined) throw createError(ErrorCode.INVALID_OPTIONS, 'connect(): give options.target or options.discovery, not both');
+  if (!(options.discovery instanceof URL) && (typeof options.discovery !== 'string' || options.discovery === '')) throw createError(ErrorCode.INVALID_OPTIONS, 'connect(): options.discovery must be a URL (e.g. "skein://127.0.0.1:7600")');
+  if (channelFactory === undefined) throw createError(ErrorCode.INVALID_OPTIONS, 'connect(): discovery is not set up; import skein from its package entry point');
+  const base = getCodec(options.codec ?? 'msgpack');
+  if (base === undefined) throw createError(ErrorCode.INVALID_OPTIONS, `unknown codec ${options.codec}`);
+  for (const name of Object.keys(def.methods)) {
+    if (RESERVED_CHANNEL.has(name)) throw createError(ErrorCode.INVALID_OPTIONS, `method name ${name} is reserved on clients (${[...RESERVED_CHANNEL].join(', ')})`);
+  }
+  const channel = channelFactory(def.name, options);
+  const defaults: Defaults = {
+    timeout: options.timeout ?? 30000,
+    streamTimeout: options.streamTimeout ?? Infinity,
+    waitForReady: options.waitForReady ?? false,
+  };
+  const interceptors = options.interceptors ?? [];
+  const client: Record<string, unknown> = {};
+  for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
+    const rt = methodRuntime(def, name, mdef, base);
+    if (interceptors.length === 0) {
+      client[name] = (request: unknown, opts?: CallOptions) => invokeRouted(channel, rt, defaults, request, opts ?? {});
+    } else {
+      const chain = compose(interceptors, (call: OutgoingCall) => invokeRouted(channel, rt, defaults, call.request, call.options));
+      client[name] = (request: unknown, opts?: CallOptions) => chain({ service: rt.service, method: name, kind: mdef.kind, idempotent: mdef.idempotent, request, options: opts ?? {} } satisfies OutgoingCall);
+    }
+  }
+  Object.defineProperties(client, {
+    channel: { value: channel },
+    state: { get: () => channel.state },
+    status: { value: () => channel.status() },
+    ready: { value: (o: { signal?: AbortSignal; timeout?: number } = {}) => channel.ready(o) },
+    close: { value: (graceMs = 0) => channel.close(graceMs) },
+  });
+  return client as ChannelClient<M>;
+}
+
+/**
+ * @internal Typed methods over an existing connection, without taking it over (closing
+ * the connection stays with its owner). The channel uses it for each instance's health watch.
+ */
+export function clientOver<M extends MethodMap>(def: ServiceDef<M>, conn: ClientConnection, options: { codec?: 'msgpack' | 'json'; timeout?: number; streamTimeout?: number; waitForReady?: boolean } = {}): ClientMethods<M> {
+  const base = getCodec(options.codec ?? 'msgpack')!;
+  const defaults: Defaults = { timeout: options.timeout ?? 30000, streamTimeout: options.streamTimeout ?? Infinity, waitForReady: options.waitForReady ?? false };
+  const client: Record<string, unknown> = {};
+  for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
+    const rt = methodRuntime(def, name, mdef, base);
+    client[name] = (request: unknown, opts?: CallOptions) => invoke(conn, rt, defaults, request, opts ?? {});
+  }
+  return client as ClientMethods<M>;
 }
 
 /** A ResponseStream over a promise of one (what an async client interceptor returns for a streaming call). */
@@ -186,7 +336,76 @@ function invoke(conn: ClientConnection, rt: MethodRuntime, d: Defaults, request:
   }
 }
 
-function waitSession(conn: ClientConnection, d: Defaults, o: CallOptions, deadline: number): Promise<Session> {
+/**
+ * Where a call gets its session: a ClientConnection (target clients), or a per-call
+ * RoutedSource over a channel. `release` is called once when a streaming call ends.
+ */
+interface SessionSource {
+  readonly session: Session | undefined;
+  getSession(opts: GetSessionOptions): Promise<Session>;
+  release?(err: SkeinError | undefined): void;
+}
+
+/** A call through a channel: pick a route, or wait for one as the channel says. */
+function invokeRouted(router: CallRouter, rt: MethodRuntime, d: Defaults, request: unknown, o: CallOptions): Promise<unknown> | ResponseStream<unknown> {
+  const deadline = deadlineOf(rt, d, o);
+  switch (rt.def.kind) {
+    case MethodKind.UNARY:
+    case MethodKind.CLIENT_STREAM: {
+      const r = router.route(rt.method, o);
+      if (r !== undefined) return routedSingle(r, rt, request, o, deadline);
+      return router.waitRoute(rt.method, o, waitOptions(d, o, deadline)).then((route) => routedSingle(route, rt, request, o, deadline));
+    }
+    default:
+      return new StreamingCall(new RoutedSource(router, rt.method, o), d, rt, request, o, deadline);
+  }
+}
+
+function routedSingle(r: Route, rt: MethodRuntime, request: unknown, o: CallOptions, deadline: number): Promise<unknown> {
+  const p = callSingle(r.session, rt, request, o, deadline);
+  const done = r.done;
+  if (done !== undefined) p.then(() => done(undefined), (err: SkeinError) => done(err));
+  return p;
+}
+
+/** The session of one streaming call through a channel; remembers the route to release it. */
+class RoutedSource implements SessionSource {
+  private r: Route | undefined;
+
+  constructor(
+    private readonly router: CallRouter,
+    private readonly method: string,
+    private readonly o: CallOptions,
+  ) {}
+
+  get session(): Session | undefined {
+    const r = this.router.route(this.method, this.o);
+    if (r === undefined) return undefined;
+    this.r = r;
+    return r.session;
+  }
+
+  async getSession(opts: GetSessionOptions): Promise<Session> {
+    const r = await this.router.waitRoute(this.method, this.o, opts);
+    this.r = r;
+    return r.session;
+  }
+
+  release(err: SkeinError | undefined): void {
+    const r = this.r;
+    this.r = undefined;
+    r?.done?.(err);
+  }
+}
+
+function waitOptions(d: Defaults, o: CallOptions, deadline: number): GetSessionOptions {
+  const opts: GetSessionOptions = { waitForReady: o.waitForReady ?? d.waitForReady };
+  if (o.signal) opts.signal = o.signal;
+  if (Number.isFinite(deadline)) opts.deadline = deadline;
+  return opts;
+}
+
+function waitSession(conn: SessionSource, d: Defaults, o: CallOptions, deadline: number): Promise<Session> {
   const opts: { waitForReady: boolean; signal?: AbortSignal; deadline?: number } = { waitForReady: o.waitForReady ?? d.waitForReady };
   if (o.signal) opts.signal = o.signal;
   if (Number.isFinite(deadline)) opts.deadline = deadline;
@@ -344,7 +563,7 @@ class StreamingCall implements ResponseStream<unknown>, StreamHandler {
   private readonly onSignal = () => this.cancelWith(abortReason(this.o.signal!));
 
   constructor(
-    conn: ClientConnection,
+    private readonly src: SessionSource,
     d: Defaults,
     readonly rt: MethodRuntime,
     private readonly request: unknown,
@@ -359,10 +578,10 @@ class StreamingCall implements ResponseStream<unknown>, StreamHandler {
     this.trailers.catch(() => {});
     if (deadline < Infinity) this.timer = startTimer(deadline - Date.now(), expireStreaming, this);
     o.signal?.addEventListener('abort', this.onSignal, { once: true });
-    const s = conn.session;
+    const s = src.session;
     if (s !== undefined && s.isReady) this.start(s, deadline);
     else
-      waitSession(conn, d, o, deadline).then(
+      waitSession(src, d, o, deadline).then(
         (sess) => this.start(sess, deadline),
         (err: SkeinError) => this.fail(err),
       );
@@ -415,7 +634,7 @@ class StreamingCall implements ResponseStream<unknown>, StreamHandler {
 
   onEnd(info: EndInfo | null): void {
     if (info === null || info.status !== 0) return this.fail(info === null ? createError(ErrorCode.PROTOCOL, 'call ended without a status') : remoteError(info), true);
-    this.finish();
+    this.finish(undefined);
     this.queue.end();
     this.resolveTrailers(info.metadata);
   }
@@ -428,17 +647,18 @@ class StreamingCall implements ResponseStream<unknown>, StreamHandler {
     this.gate.open();
   }
 
-  private finish(): boolean {
+  private finish(err: SkeinError | undefined): boolean {
     if (this.done) return false;
     this.done = true;
     stopTimer(this.timer);
     this.o.signal?.removeEventListener('abort', this.onSignal);
     this.gate.open();
+    this.src.release?.(err);
     return true;
   }
 
   private fail(err: SkeinError, keepBuffered = false): void {
-    if (!this.finish()) return;
+    if (!this.finish(err)) return;
     this.settledErr = err;
     this.queue.fail(err, keepBuffered);
     this.rejectTrailers(err);

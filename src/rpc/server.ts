@@ -6,10 +6,25 @@
  * interceptors) and sends the reply and the status. `close(graceMs)` drains: listeners
  * stop, every session sends GOAWAY, in-flight calls finish (or are reset after the grace
  * period), new calls are refused with UNAVAILABLE.
+ *
+ * Health and discovery (docs/channels.md): every server serves `skein.health` (unless
+ * `health: false`), reporting SERVING for each service once listening. With `discovery`,
+ * `listen()` registers every service (but skein.health) with the address clients can
+ * reach, under a lease the registrar keeps alive. `close()` then runs in this order:
+ *
+ *   1. health: NOT_SERVING for every service (watching channels stop picking this server);
+ *   2. deregister from discovery (bounded), while still accepting calls;
+ *   3. health watch streams end (after they have sent NOT_SERVING);
+ *   4. listeners close, sessions drain (GOAWAY, in-flight calls get `graceMs`).
  */
+import { EventEmitter } from 'node:events';
+import { networkInterfaces } from 'node:os';
 import { createError, ErrorCode, isSkeinError, Status, statusName, type SkeinError } from '../errors.js';
 import { CodecId, getCodec, type Codec } from '../codec/index.js';
-import { getTransport } from '../transport/index.js';
+import { formatAddress, getTransport } from '../transport/index.js';
+import { registrarFor } from '../discovery/registry.js';
+import type { Instance, Registrar, Registration } from '../discovery/types.js';
+import { HEALTH_SERVICE, HealthService, HealthStatus } from '../observe/health.js';
 import type { Connection, Listener, ListenOptions, PeerInfo, TlsOptions } from '../transport/transport.js';
 import { Session } from '../session/session.js';
 import type { SessionOptions } from '../session/options.js';
@@ -34,6 +49,39 @@ export interface ServerOptions extends SessionOptions {
    * (the client only sees INTERNAL). @default writes one line to stderr
    */
   onError?: (err: unknown, where: { service: string; method: string }) => void;
+  /** Serve `skein.health` (SERVING / NOT_SERVING per service, watchable). @default true */
+  health?: boolean;
+  /**
+   * Register every service served (but skein.health) at this discovery URL on `listen()`,
+   * e.g. 'skein://127.0.0.1:7600'; deregister on `close()`. @default none
+   */
+  discovery?: string | URL;
+  /** Lease time-to-live of the registrations, in seconds. @default 10 */
+  ttl?: number;
+  /**
+   * The address to register ('host:port'), when clients must dial something else than the
+   * bound address (NAT, containers). @default the bound host:port; for 0.0.0.0 or :: the
+   * first non-internal IPv4 address of this host, else 127.0.0.1
+   */
+  advertise?: string;
+  /** Metadata registered with every instance: version, zone, weight, tags... @default {} */
+  metadata?: Record<string, string>;
+  /**
+   * How long `listen()` waits for the registrations, in ms. A registry that does not answer
+   * (down, or starting at the same time as this server) does not keep the server from
+   * serving: after this long `listen()` resolves with `registered: false` while the
+   * registrar keeps trying, and 'registered' follows when it succeeds. A registration the
+   * registrar refuses outright (bad URL, bad instance) fails `listen()` at once. @default 5000
+   */
+  registerWaitMs?: number;
+}
+
+/** Events of a server (beyond its calls). */
+export interface ServerEvents {
+  /** An instance was registered in discovery (at `listen()`, and again after a lost lease). */
+  registered: [Instance];
+  /** A registration was lost (lease expired or revoked, or a registration failed); the registrar retries. */
+  lost: [SkeinError, Instance];
 }
 
 /** Pair a service definition with its handlers. Every method must have a handler. */
@@ -59,21 +107,46 @@ export interface BoundAddress {
   address: string;
   host?: string;
   port?: number;
+  /** With `discovery`: the address registered for clients to dial. */
+  advertised?: string;
+  /** With `discovery`: false when `listen()` returned before every service was registered (see `registerWaitMs`). */
+  registered?: boolean;
 }
 
 const NONE = Symbol('none');
 
-export class Server {
+export class Server extends EventEmitter<ServerEvents> {
   private readonly services = new Map<string, Map<string, MethodEntry>>();
-  private readonly listeners: Listener[] = [];
+  private readonly netListeners: Listener[] = [];
   private readonly sessions = new Set<Session>();
   private closing: Promise<void> | undefined;
   readonly options: Readonly<ServerOptions>;
   private readonly onError: (err: unknown, where: { service: string; method: string }) => void;
+  /** The health statuses this server reports (`skein.health`); undefined with `health: false`. */
+  readonly health: HealthService | undefined;
+  private registrar: Registrar | undefined;
+  /** Aborts registrations still in progress when the server closes. */
+  private readonly registerAbort = new AbortController();
+  private readonly registered: Registration[] = [];
+  /** Addresses registered, one per listener (with `discovery`). */
+  private readonly advertised: string[] = [];
+  private listening = false;
 
   constructor(options: ServerOptions = {}) {
+    super();
     this.options = Object.freeze({ ...options });
     this.onError = options.onError ?? ((err, w) => process.stderr.write(`skein: handler ${w.service}.${w.method} failed: ${(err as Error)?.stack ?? String(err)}\n`));
+    if (options.ttl !== undefined && !(Number.isFinite(options.ttl) && options.ttl > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `createServer(): ttl must be a positive number of seconds, got ${options.ttl}`);
+    if (options.health !== false) {
+      this.health = new HealthService();
+      this.add(this.health.impl);
+      this.health.set('', HealthStatus.NOT_SERVING);
+    }
+  }
+
+  /** The live registrations (with `discovery`, after `listen()`). */
+  get registrations(): readonly Registration[] {
+    return this.registered;
   }
 
   /** Serve an implemented service. Adding the same service name twice is an error. */
@@ -95,6 +168,13 @@ export class Server {
       methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct });
     }
     this.services.set(def.name, methods);
+    if (def.name !== HEALTH_SERVICE && this.health !== undefined) this.health.set(def.name, this.listening && !this.closing ? HealthStatus.SERVING : HealthStatus.NOT_SERVING);
+    // Added after listen(): register it too (in the background; a failure is a 'lost' event).
+    if (def.name !== HEALTH_SERVICE && this.registrar !== undefined && !this.closing) {
+      for (const address of this.advertised) {
+        this.register(def.name, address).catch((err: unknown) => this.emit('lost', asSkein(err), { service: def.name, id: address, address, metadata: { ...this.options.metadata } }));
+      }
+    }
     return this;
   }
 
@@ -109,18 +189,83 @@ export class Server {
     const tls = options.tls ?? this.options.tls;
     const transport = getTransport(options.path !== undefined ? 'unix' : options.name !== undefined ? 'memory' : tls !== undefined ? 'tls' : 'tcp')!;
     const listener = await transport.listen(tls !== undefined ? { ...options, tls } : options, (conn) => this.accept(conn));
-    this.listeners.push(listener);
+    this.netListeners.push(listener);
     const bound: BoundAddress = { address: listener.address };
     if (listener.port !== undefined) {
       bound.port = listener.port;
       bound.host = options.host ?? '127.0.0.1';
     }
+    if (!this.listening) {
+      this.listening = true;
+      if (this.health !== undefined) {
+        for (const name of this.services.keys()) if (name !== HEALTH_SERVICE) this.health.set(name, HealthStatus.SERVING);
+        this.health.set('', HealthStatus.SERVING);
+      }
+    }
+    if (this.options.discovery !== undefined) {
+      const address = advertiseAddress(bound, tls !== undefined, this.options.advertise);
+      let all: Promise<unknown>;
+      let waiting: Promise<'waiting'>;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        this.registrar ??= registrarFor(this.options.discovery);
+        all = Promise.all([...this.services.keys()].filter((n) => n !== HEALTH_SERVICE).map((name) => this.register(name, address)));
+        waiting = new Promise<'waiting'>((resolve) => (timer = setTimeout(resolve, this.options.registerWaitMs ?? 5000, 'waiting')));
+        bound.registered = (await Promise.race([all, waiting])) !== 'waiting';
+      } catch (err) {
+        // Refused: not listening either (the caller sees why).
+        this.netListeners.splice(this.netListeners.indexOf(listener), 1);
+        await listener.close().catch(() => {});
+        throw err;
+      } finally {
+        clearTimeout(timer);
+      }
+      // Still registering: a later refusal is reported as 'lost' (not visible).
+      if (!bound.registered) {
+        all.catch((err: unknown) => {
+          if (!this.closing) this.emit('lost', asSkein(err), { service: '*', id: address, address, metadata: { ...this.options.metadata } });
+        });
+      }
+      this.advertised.push(address);
+      bound.advertised = address;
+    }
     return bound;
+  }
+
+  private async register(service: string, address: string): Promise<void> {
+    const instance: { service: string; address: string; metadata?: Record<string, string> } = { service, address };
+    if (this.options.metadata !== undefined) instance.metadata = { ...this.options.metadata };
+    let reg: Registration;
+    try {
+      reg = await this.registrar!.register(instance, { ttlMs: Math.round((this.options.ttl ?? 10) * 1000), signal: this.registerAbort.signal });
+    } catch (err) {
+      if (this.closing) return;
+      const e = asSkein(err);
+      const where = typeof this.options.discovery === 'string' ? this.options.discovery : this.options.discovery!.href;
+      throw createError(e.code, `cannot register ${service} at ${address} in ${where.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/, '$1***@')}: ${e.message}`, { status: e.status, cause: e, details: e.details });
+    }
+    if (this.closing) {
+      await reg.deregister().catch(() => {});
+      return;
+    }
+    this.registered.push(reg);
+    // The first 'registered' is ours to report; after that, one follows each loss.
+    let lost = false;
+    reg.on('lost', (err) => {
+      lost = true;
+      this.emit('lost', err, reg.instance);
+    });
+    reg.on('registered', (inst) => {
+      if (!lost) return;
+      lost = false;
+      this.emit('registered', inst);
+    });
+    this.emit('registered', reg.instance);
   }
 
   /** Addresses currently listened on. */
   get addresses(): string[] {
-    return this.listeners.map((l) => l.address);
+    return this.netListeners.map((l) => l.address);
   }
 
   /** Open connections. */
@@ -134,7 +279,17 @@ export class Server {
    */
   close(graceMs = this.options.drainGraceMs ?? 10000): Promise<void> {
     this.closing ??= (async () => {
-      await Promise.all(this.listeners.map((l) => l.close().catch(() => {})));
+      // See the module comment for the order: NOT_SERVING, deregister, end watches, drain.
+      this.health?.setAll(HealthStatus.NOT_SERVING);
+      const healthDone = this.health?.shutdown(Math.min(1000, Math.max(100, graceMs)));
+      this.registerAbort.abort(createError(ErrorCode.CLOSED, 'server closed'));
+      if (this.registrar !== undefined) {
+        const signal = AbortSignal.timeout(Math.min(5000, Math.max(1000, graceMs)));
+        await Promise.all(this.registered.splice(0).map((r) => r.deregister({ signal }).catch(() => {})));
+        await this.registrar.close().catch(() => {});
+      }
+      await healthDone;
+      await Promise.all(this.netListeners.map((l) => l.close().catch(() => {})));
       await Promise.all([...this.sessions].map((s) => s.drain(graceMs)));
     })();
     return this.closing;
@@ -411,6 +566,33 @@ class ServerCall implements CallContext, StreamHandler {
 
 async function* validatedStream(source: AsyncIterable<unknown>, schema: NonNullable<MethodDef['input']>): AsyncGenerator<unknown> {
   for await (const v of source) yield await validate(schema, v, 'request');
+}
+
+function asSkein(err: unknown): SkeinError {
+  return isSkeinError(err) ? err : createError(ErrorCode.CONNECT_FAILED, `registration failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+const WILDCARD = new Set(['0.0.0.0', '::', '[::]', '::0', '']);
+
+/**
+ * The address to register for a listener: `advertise` if given (with tls:// for a TLS
+ * listener), the bound host:port, or for a wildcard bind a non-internal IPv4 address of
+ * this host (127.0.0.1 when there is none). unix: and memory: listeners register as bound.
+ */
+export function advertiseAddress(bound: BoundAddress, tls: boolean, advertise: string | undefined): string {
+  const scheme = tls ? 'tls://' : '';
+  if (advertise !== undefined && advertise !== '') return advertise.includes('://') || advertise.startsWith('unix:') || advertise.startsWith('memory:') ? advertise : scheme + advertise;
+  if (bound.port === undefined) return bound.address;
+  let host = bound.host ?? '127.0.0.1';
+  if (WILDCARD.has(host)) host = firstExternalIPv4() ?? '127.0.0.1';
+  return scheme + formatAddress(host, bound.port);
+}
+
+function firstExternalIPv4(): string | undefined {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
+  }
+  return undefined;
 }
 
 /** Create a server. See ServerOptions for the defaults. */

@@ -1,0 +1,121 @@
+/**
+ * Pickers: which instance of a service a call goes to (docs/channels.md §3).
+ *
+ * A channel keeps one subchannel per instance. Whenever the set of *pickable* subchannels
+ * changes (one became READY, one failed, one reported NOT_SERVING, one was removed), the
+ * channel asks the channel's `PickerBuilder` for a new `Picker` over the new list; the
+ * picker is an immutable snapshot and `pick()` runs on the call path, synchronously, so
+ * it must be cheap and must not allocate more than it needs.
+ *
+ *                 ready set changes
+ *   Channel ───────────────────────────▶ PickerBuilder.build(ready, options, previous)
+ *      │                                        │
+ *      │ per call: pick({ service, method,      ▼
+ *      │          metadata, hashKey })        Picker ──▶ { type: 'pick', subchannel, onDone? }
+ *      │                                               │ { type: 'queue' }   wait for the next picker
+ *      └───────────────────────────────────────────────│ { type: 'fail', error }   the call fails
+ *
+ * Built with the next pickers in mind (the balancing issue): a weighted picker reads
+ * `subchannel.weight` (from the instance's `weight` metadata); p2c / least-inflight read
+ * `subchannel.inflight` and observe latencies through `onDone`; a ring-hash picker uses
+ * `info.hashKey` and carries its ring over rebuilds through `previous`.
+ *
+ * Pickers register by name (STYLE item 2): each `picker-*.ts` file exports `setup()`,
+ * which the package index calls; importing a file registers nothing.
+ */
+import { createError, ErrorCode, type SkeinError } from '../errors.js';
+import type { Metadata } from '../wire/payloads.js';
+import type { Instance } from '../discovery/types.js';
+
+/** What a picker sees of a subchannel (an instance with a connection). */
+export interface PickerSubchannel {
+  /** Unique within the channel (the instance id). */
+  readonly id: string;
+  /** What the subchannel dials. */
+  readonly address: string;
+  /** The instance as the resolver reported it (metadata: version, zone, weight, tags, ...). */
+  readonly instance: Instance;
+  /** `instance.metadata.weight` as a positive number; 1 when absent or invalid. */
+  readonly weight: number;
+  /** Calls picked for this subchannel and not finished yet. */
+  readonly inflight: number;
+}
+
+/** Per-call information a picker may use. */
+export interface PickInfo {
+  readonly service: string;
+  readonly method: string;
+  /** The call's metadata, if any. */
+  readonly metadata: Metadata | undefined;
+  /** A key for hash-based pickers (session affinity), if the call gives one. */
+  readonly hashKey: string | undefined;
+}
+
+/** How a picked call ended: given to `onDone` of the pick. */
+export interface CallOutcome {
+  /** Undefined when the call succeeded. */
+  readonly error: SkeinError | undefined;
+  /** From the pick to the end of the call, in ms. */
+  readonly latencyMs: number;
+}
+
+/** The answer of a picker: a tagged union (STYLE item 2). */
+export type PickResult =
+  /** Send the call on this subchannel; `onDone` (if given) is called once when the call ends. */
+  | { type: 'pick'; subchannel: PickerSubchannel; onDone?: (outcome: CallOutcome) => void }
+  /** Wait: the call is retried with the next picker (bounded by its deadline). */
+  | { type: 'queue' }
+  /** Fail the call now with `error` (even with waitForReady). */
+  | { type: 'fail'; error: SkeinError };
+
+/** A snapshot over the READY subchannels; `pick()` is called synchronously per call. */
+export interface Picker {
+  pick(info: PickInfo): PickResult;
+}
+
+/** Options given to a builder (from the channel's options). */
+export interface PickerOptions {
+  /** Free-form settings for the picker, e.g. `{ replicas: 100 }` for a ring. */
+  readonly config?: Readonly<Record<string, unknown>>;
+}
+
+/** Builds pickers; registered by name. */
+export interface PickerBuilder {
+  /** The name a channel asks for: `connect(Def, { discovery, balancer: 'round-robin' })`. */
+  readonly name: string;
+  /**
+   * A picker over `ready` (never empty: with no READY subchannel the channel queues or
+   * fails calls itself). `previous` is the picker being replaced, built by this builder for
+   * the same channel, so that state (a ring, latency averages) can be carried over.
+   * Called synchronously from a state change; never from inside `pick()`.
+   */
+  build(ready: readonly PickerSubchannel[], options: PickerOptions, previous: Picker | undefined): Picker;
+}
+
+const builders = new Map<string, PickerBuilder>();
+
+/** Register a picker builder under its name (replaces one of the same name). */
+export function registerPicker(builder: PickerBuilder): void {
+  if (typeof builder?.name !== 'string' || builder.name === '' || typeof builder.build !== 'function') throw createError(ErrorCode.INVALID_OPTIONS, 'registerPicker(): expected { name, build(ready, options, previous) }');
+  builders.set(builder.name, builder);
+}
+
+/** The builder registered as `name`; SKEIN_ERR_INVALID_OPTIONS when there is none. */
+export function pickerFor(name: string): PickerBuilder {
+  const b = builders.get(name);
+  if (b === undefined) throw createError(ErrorCode.INVALID_OPTIONS, `unknown balancer ${JSON.stringify(name)} (registered: ${[...builders.keys()].join(', ') || 'none'})`);
+  return b;
+}
+
+/** Names of the registered pickers. */
+export function pickerNames(): string[] {
+  return [...builders.keys()];
+}
+
+/** `metadata.weight` as a positive finite number, else 1. */
+export function weightOf(instance: Instance): number {
+  const raw = instance.metadata?.weight;
+  if (raw === undefined) return 1;
+  const w = Number(raw);
+  return Number.isFinite(w) && w > 0 ? w : 1;
+}
