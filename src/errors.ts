@@ -100,6 +100,10 @@ export const ErrorCode = {
   INTERNAL: 'SKEIN_ERR_INTERNAL',
   /** Bad options or arguments given to a skein API by the program itself. */
   INVALID_OPTIONS: 'SKEIN_ERR_INVALID_OPTIONS',
+  /** A discovery lease expired or was revoked: the instance is not visible until re-registered. */
+  LEASE_LOST: 'SKEIN_ERR_LEASE_LOST',
+  /** The registry could not make a change durable (disk full, I/O error); nothing was acknowledged. */
+  STORAGE: 'SKEIN_ERR_STORAGE',
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
@@ -131,6 +135,8 @@ const defaultStatus: Record<ErrorCodeValue, StatusCode> = {
   SKEIN_ERR_UNIMPLEMENTED: Status.UNIMPLEMENTED,
   SKEIN_ERR_INTERNAL: Status.INTERNAL,
   SKEIN_ERR_INVALID_OPTIONS: Status.INVALID_ARGUMENT,
+  SKEIN_ERR_LEASE_LOST: Status.NOT_FOUND,
+  SKEIN_ERR_STORAGE: Status.UNAVAILABLE,
 };
 
 export interface SkeinErrorOptions {

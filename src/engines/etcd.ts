@@ -206,7 +206,7 @@ function encodeInstance(instance: Instance): Buffer {
 
 /** A lease that is gone: etcd said so, or nothing answered for a whole TTL. (Same shape as the embedded registry's.) */
 function leaseLost(message: string, cause?: unknown): SkeinError {
-  return createError(ErrorCode.STATUS, message, { status: 'NOT_FOUND', ...(cause === undefined ? {} : { cause }) });
+  return createError(ErrorCode.LEASE_LOST, message, cause === undefined ? {} : { cause });
 }
 
 /** Any failure from the etcd3 client as a SkeinError. */

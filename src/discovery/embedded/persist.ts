@@ -178,7 +178,7 @@ export class FilePersistence implements RegistryPersistence {
         const { values, end, problem } = decodeFrames(snapBuf);
         const snap = values[0] as StoredSnapshot | undefined;
         if (end !== snapBuf.length || values.length !== 1 || snap?.v !== 1) {
-          throw createError(ErrorCode.STATUS, `registry data in ${dir} is damaged: ${SNAPSHOT_FILE} is not a valid snapshot (${problem ?? 'unexpected content'}); move it away to start without it`, { status: 'DATA_LOSS' });
+          throw createError(ErrorCode.STORAGE, `registry data in ${dir} is damaged: ${SNAPSHOT_FILE} is not a valid snapshot (${problem ?? 'unexpected content'}); move it away to start without it`, { status: 'DATA_LOSS' });
         }
         snapshot = snap;
       }
@@ -343,7 +343,7 @@ const heldLocks = new Set<string>();
  */
 function takeLock(dir: string): void {
   const path = join(dir, LOCK_FILE);
-  if (heldLocks.has(resolvePath(dir))) throw createError(ErrorCode.STATUS, `registry data in ${dir} is in use by process ${process.pid} (this process)`, { status: 'FAILED_PRECONDITION' });
+  if (heldLocks.has(resolvePath(dir))) throw createError(ErrorCode.STORAGE, `registry data in ${dir} is in use by process ${process.pid} (this process)`, { status: 'FAILED_PRECONDITION' });
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx');
@@ -359,7 +359,7 @@ function takeLock(dir: string): void {
     }
     const pid = Number.parseInt(readLock(path), 10);
     if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
-      throw createError(ErrorCode.STATUS, `registry data in ${dir} is in use by process ${pid} (${path})`, { status: 'FAILED_PRECONDITION' });
+      throw createError(ErrorCode.STORAGE, `registry data in ${dir} is in use by process ${pid} (${path})`, { status: 'FAILED_PRECONDITION' });
     }
     try {
       unlinkSync(path);
@@ -367,7 +367,7 @@ function takeLock(dir: string): void {
       // raced with another starter: the next attempt decides
     }
   }
-  throw createError(ErrorCode.STATUS, `could not lock ${dir}`, { status: 'FAILED_PRECONDITION' });
+  throw createError(ErrorCode.STORAGE, `could not lock ${dir}`, { status: 'FAILED_PRECONDITION' });
 }
 
 function readLock(path: string): string {

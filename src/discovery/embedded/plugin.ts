@@ -339,7 +339,7 @@ export class EmbeddedRegistration extends EventEmitter implements Registration {
     if (this.state !== 'registered') return;
     const age = this.o.clock.now() - this.lastAck;
     if (age > this.ttlMs) {
-      this.lost(createError(ErrorCode.STATUS, `lease lost: no keepalive answer for ${Math.round(age)} ms (TTL ${this.ttlMs} ms)`, { status: 'NOT_FOUND' }));
+      this.lost(createError(ErrorCode.LEASE_LOST, `lease lost: no keepalive answer for ${Math.round(age)} ms (TTL ${this.ttlMs} ms)`));
       return;
     }
     if (this.ka !== undefined) this.ka.pings.push({ leaseId: this.leaseId! }).catch(() => {});

@@ -71,7 +71,7 @@ export function checkInstance(v: unknown): Instance {
 
 function leaseLost(leaseId: number, reason: LeaseEndReason | 'unknown'): SkeinError {
   if (reason === 'shutdown') return createError(ErrorCode.CLOSED, 'the registry is shutting down; keep the lease alive again once it is back');
-  return createError(ErrorCode.STATUS, `lease lost: lease ${leaseId} ${reason === 'unknown' ? 'does not exist (expired or revoked)' : `was ${reason}`}`, { status: 'NOT_FOUND' });
+  return createError(ErrorCode.LEASE_LOST, `lease lost: lease ${leaseId} ${reason === 'unknown' ? 'does not exist (expired or revoked)' : `was ${reason}`}`);
 }
 
 // ------------------------------------------------------------------ handlers

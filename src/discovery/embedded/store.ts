@@ -921,7 +921,7 @@ export class RegistryStore {
 
   private applyPut(leaseId: number, instance: Instance, b: Batch): PutResult {
     const lease = this.leases.get(leaseId);
-    if (lease === undefined) throw createError(ErrorCode.STATUS, `lease ${leaseId} not found (expired or revoked)`, { status: 'NOT_FOUND' });
+    if (lease === undefined) throw createError(ErrorCode.LEASE_LOST, `lease ${leaseId} not found (expired or revoked)`);
     const key = keyOf(instance.service, instance.id);
     const prev = this.entries.get(key);
     const revision = ++this.revision;
@@ -1141,5 +1141,5 @@ export class RegistryStore {
 export function storageError(err: unknown, what: string): SkeinError {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const full = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG';
-  return createError(ErrorCode.STATUS, `registry storage failed (${what}): ${(err as Error)?.message ?? String(err)}`, { status: full ? 'RESOURCE_EXHAUSTED' : 'UNAVAILABLE', cause: err });
+  return createError(ErrorCode.STORAGE, `registry storage failed (${what}): ${(err as Error)?.message ?? String(err)}`, { status: full ? 'RESOURCE_EXHAUSTED' : 'UNAVAILABLE', cause: err });
 }
