@@ -67,6 +67,13 @@ interface Waiter {
 /** Backoff for restarting a watch that ended or threw (resolvers normally retry by themselves). */
 const WATCH_BACKOFF = { initialMs: 250, maxMs: 10000, multiplier: 2, jitter: 0.2 };
 
+declare module '../rpc/client.js' {
+  /** A discovery client's `channel` is this layer's Channel (see ChannelTypes in rpc/client.ts). */
+  interface ChannelTypes {
+    channel: Channel;
+  }
+}
+
 export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
   /** The service this channel reaches. */
   readonly service: string;

@@ -26,8 +26,6 @@ import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './d
 import { InboundQueue } from './inbound.js';
 import { DrainGate, pumpSource } from './outbound.js';
 import { compose, type CallOptions, type ClientInterceptor, type ClientMethods, type Invoke, type OutgoingCall, type RequestSource, type ResponseStream } from './types.js';
-// Type only: the channel layer sits above this one and registers itself (setChannelFactory).
-import type { Channel } from '../channel/channel.js';
 
 export interface ClientOptions extends ClientConnectionOptions {
   /** Where the server is: 'host:port', 'tls://host:port', 'unix:/path', 'memory:name'. */
@@ -64,10 +62,19 @@ export interface ClientControl extends ClientBase {
   readonly connection: ClientConnection;
 }
 
+/**
+ * The type of a discovery client's `channel`. The channel layer sits above this one, so it
+ * names its class here by augmenting this interface (src/channel/channel.ts) instead of
+ * this module importing it; without that layer it is the bare CallRouter.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface ChannelTypes {}
+type ChannelType = ChannelTypes extends { channel: infer C } ? C : CallRouter;
+
 /** Control surface of a client made with `discovery`, beside its methods. */
 export interface ChannelClientControl extends ClientBase {
   /** The channel: instances, subchannels, picker, states and events (docs/channels.md). */
-  readonly channel: Channel;
+  readonly channel: ChannelType;
 }
 
 export type Client<M extends MethodMap> = ClientMethods<M> & ClientControl;
@@ -121,7 +128,7 @@ export interface CallRouter {
   close(graceMs?: number): Promise<void>;
 }
 
-type ChannelFactory = (service: string, options: DiscoveryClientOptions) => Channel;
+type ChannelFactory = (service: string, options: DiscoveryClientOptions) => CallRouter;
 let channelFactory: ChannelFactory | undefined;
 
 /** @internal The channel layer registers how to build a channel (src/channel/channel.ts `setup()`). */
