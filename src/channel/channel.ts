@@ -36,7 +36,7 @@ import type { Instance, Resolver, ResolverEvent } from '../discovery/types.js';
 import { setChannelFactory, type CallRouter, type DiscoveryClientOptions, type Route } from '../rpc/client.js';
 import type { CallOptions } from '../rpc/types.js';
 import type { GetSessionOptions } from '../session/client-connection.js';
-import { ConnectivityState, type ConnectivityStateValue, type StateChange } from '../session/connectivity.js';
+import { ConnectivityState, stateChanges, type ConnectivityStateValue, type StateChange } from '../session/connectivity.js';
 import { armTimer, type CancelTimer } from '../session/timer.js';
 import { Backoff } from '../util/backoff.js';
 import { Subchannel, type SubchannelOptions } from './subchannel.js';
@@ -154,36 +154,7 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
 
   /** Every state change from now on, until SHUTDOWN (the last item). */
   status(): AsyncIterableIterator<StateChange> {
-    const queue: StateChange[] = [];
-    let wake: (() => void) | undefined;
-    let finished = this.state === ConnectivityState.SHUTDOWN;
-    const onState = (c: StateChange): void => {
-      queue.push(c);
-      if (c.state === ConnectivityState.SHUTDOWN) {
-        finished = true;
-        this.off('state', onState);
-      }
-      wake?.();
-    };
-    if (!finished) this.on('state', onState);
-    const it: AsyncIterableIterator<StateChange> = {
-      [Symbol.asyncIterator]: () => it,
-      next: async () => {
-        while (queue.length === 0) {
-          if (finished) return { done: true, value: undefined };
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
-        }
-        return { done: false, value: queue.shift()! };
-      },
-      return: async () => {
-        finished = true;
-        this.off('state', onState);
-        wake?.();
-        return { done: true, value: undefined };
-      },
-    };
-    return it;
+    return stateChanges(this);
   }
 
   /** Resolve once READY (waiting through failures); bounded by `signal`/`timeout`. */

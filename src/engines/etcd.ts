@@ -57,7 +57,7 @@ import { discoveryHosts, registerDiscovery } from '../discovery/registry.js';
 import type { AbortOptions, DiscoveryPlugin, Instance, RegisterOptions, Registrar, Registration, Resolver, ResolverEvent } from '../discovery/types.js';
 import { checkParams, copyInstance, sameInstance, WatchFeed } from '../discovery/watch-feed.js';
 import { Backoff, type BackoffOptions } from '../util/backoff.js';
-import { systemClock, type Clock } from '../util/clock.js';
+import { sleep, systemClock, type Clock } from '../util/clock.js';
 
 /** The client port etcd listens on when a URL names none. */
 export const DEFAULT_ETCD_PORT = 2379;
@@ -235,19 +235,6 @@ function cancelled(signal: AbortSignal, what: string): SkeinError {
   return isSkeinError(signal.reason) ? signal.reason : createError(ErrorCode.CANCELLED, `etcd ${what}: cancelled`, { cause: signal.reason });
 }
 
-/** Sleep `ms`, or less if `signal` aborts (never rejects). */
-function sleep(ms: number, signal: AbortSignal, clock: Clock): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clock.clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = clock.setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 function ignore(): void {}
 

@@ -17,7 +17,7 @@ import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors
 import { dial } from '../transport/index.js';
 import type { TlsOptions } from '../transport/transport.js';
 import { Backoff, type BackoffOptions } from '../util/backoff.js';
-import { ConnectivityState, type ConnectivityStateValue, type StateChange } from './connectivity.js';
+import { ConnectivityState, stateChanges, type ConnectivityStateValue, type StateChange } from './connectivity.js';
 import { Session } from './session.js';
 import type { SessionOptions } from './options.js';
 import { armTimer, type CancelTimer } from './timer.js';
@@ -109,36 +109,7 @@ export class ClientConnection extends EventEmitter<{ state: [StateChange] }> {
 
   /** Every state change from now on, until SHUTDOWN (the last item). */
   status(): AsyncIterableIterator<StateChange> {
-    const queue: StateChange[] = [];
-    let wake: (() => void) | undefined;
-    let finished = this.state === ConnectivityState.SHUTDOWN;
-    const onState = (c: StateChange) => {
-      queue.push(c);
-      if (c.state === ConnectivityState.SHUTDOWN) {
-        finished = true;
-        this.off('state', onState);
-      }
-      wake?.();
-    };
-    if (!finished) this.on('state', onState);
-    const it: AsyncIterableIterator<StateChange> = {
-      [Symbol.asyncIterator]: () => it,
-      next: async () => {
-        while (queue.length === 0) {
-          if (finished) return { done: true, value: undefined };
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
-        }
-        return { done: false, value: queue.shift()! };
-      },
-      return: async () => {
-        finished = true;
-        this.off('state', onState);
-        wake?.();
-        return { done: true, value: undefined };
-      },
-    };
-    return it;
+    return stateChanges(this);
   }
 
   /**

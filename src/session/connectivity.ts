@@ -24,3 +24,47 @@ export interface StateChange {
   /** Why the connection left READY/CONNECTING, when it failed. */
   error?: import('../errors.js').SkeinError;
 }
+
+/** Anything with a connectivity state and 'state' events (a connection, a channel). */
+export interface StateSource {
+  readonly state: ConnectivityStateValue;
+  on(event: 'state', listener: (change: StateChange) => void): unknown;
+  off(event: 'state', listener: (change: StateChange) => void): unknown;
+}
+
+/**
+ * Every state change of `source` from now on, as an async iterator that ends after
+ * SHUTDOWN (the last item) or when the consumer stops (`return()` removes the listener).
+ */
+export function stateChanges(source: StateSource): AsyncIterableIterator<StateChange> {
+  const queue: StateChange[] = [];
+  let wake: (() => void) | undefined;
+  let finished = source.state === ConnectivityState.SHUTDOWN;
+  const onState = (c: StateChange): void => {
+    queue.push(c);
+    if (c.state === ConnectivityState.SHUTDOWN) {
+      finished = true;
+      source.off('state', onState);
+    }
+    wake?.();
+  };
+  if (!finished) source.on('state', onState);
+  const it: AsyncIterableIterator<StateChange> = {
+    [Symbol.asyncIterator]: () => it,
+    next: async () => {
+      while (queue.length === 0) {
+        if (finished) return { done: true, value: undefined };
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+      return { done: false, value: queue.shift()! };
+    },
+    return: async () => {
+      finished = true;
+      source.off('state', onState);
+      wake?.();
+      return { done: true, value: undefined };
+    },
+  };
+  return it;
+}

@@ -31,7 +31,7 @@ import { createError, ErrorCode, isSkeinError, Status, type SkeinError } from '.
 import { connect, type Client, type ClientOptions } from '../../rpc/client.js';
 import { ConnectivityState } from '../../session/connectivity.js';
 import { Backoff, type BackoffOptions } from '../../util/backoff.js';
-import { systemClock, type Clock } from '../../util/clock.js';
+import { sleep, systemClock, type Clock } from '../../util/clock.js';
 import { pushable, type Pushable } from '../../util/pushable.js';
 import { registerDiscovery } from '../registry.js';
 import type { AbortOptions, DiscoveryPlugin, Instance, RegisterOptions, Registrar, Registration, Resolver, ResolverEvent } from '../types.js';
@@ -82,19 +82,6 @@ function toSkeinError(err: unknown): SkeinError {
   return isSkeinError(err) ? err : createError(ErrorCode.INTERNAL, (err as Error)?.message ?? String(err), { cause: err });
 }
 
-/** Sleep `ms`, or less if `signal` aborts (never rejects). */
-function sleep(ms: number, signal: AbortSignal, clock: Clock = systemClock): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clock.clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = clock.setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 function plainInstance(i: Instance | ListedInstance): Instance {
   return { service: i.service, id: i.id, address: i.address, metadata: { ...(i.metadata ?? {}) } };
