@@ -11,9 +11,8 @@
  * unary call prints one line, a server stream one line per message.
  */
 import { Option, type Command } from 'commander';
-import { bidi, connect, createError, ErrorCode, service, type CallOptions, type ClientOptions, type DiscoveryClientOptions, type Metadata, type ServiceDef } from '../index.js';
-import { parseTarget } from '../transport/index.js';
-import { checkDiscovery, collectMeta, discoveryOption, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, toJsonLine, UsageError, writeLine } from './util.js';
+import { connect, createError, ErrorCode, type CallOptions, type ClientOptions, type DiscoveryClientOptions, type Metadata, type ServiceDef } from '../index.js';
+import { collectMeta, discoveryOption, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, runtimeDef, toJsonLine, UsageError, where, writeLine } from './util.js';
 
 interface CallFlags {
   target?: string;
@@ -68,53 +67,6 @@ export function registerCall(program: Command): void {
     .option('--json-codec', 'encode messages as JSON on the wire instead of MessagePack')
     .addHelpText('after', EXAMPLES)
     .action((path: string, json: string | undefined, flags: CallFlags, cmd: Command) => call(path, json, flags, cmd));
-}
-
-/** Method names the client object keeps for itself (see rpc/client.ts). */
-const RESERVED = new Set(['connection', 'channel', 'state', 'status', 'ready', 'close', 'then', '__proto__']);
-
-/**
- * A one-method definition for SERVICE.METHOD, declared bidi. A method whose name the
- * client reserves is defined under another key with the same wire path.
- */
-function runtimeDef(path: string): { def: ServiceDef; key: string } {
-  const dot = path.lastIndexOf('.');
-  if (dot <= 0 || dot === path.length - 1) throw new UsageError(`expected SERVICE.METHOD, got ${JSON.stringify(path)}`);
-  const name = path.slice(0, dot);
-  const method = path.slice(dot + 1);
-  let def: ServiceDef;
-  try {
-    def = service(name, { [method]: bidi() });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  if (!RESERVED.has(method)) return { def, key: method };
-  const key = `${method.replace(/^_+/, '')}_`;
-  return { def: { name, methods: { [key]: def.methods[method]! }, paths: { [key]: def.paths[method]! } }, key };
-}
-
-/**
- * --target or --discovery: exactly one. When both are set, the one given on the command
- * line wins over the one from the environment; both on the command line is a usage error.
- */
-function where(flags: CallFlags, cmd: Command): { target: string } | { discovery: string } {
-  let { target, discovery } = flags;
-  if (target === '') target = undefined;
-  if (discovery === '') discovery = undefined;
-  if (target !== undefined && discovery !== undefined) {
-    const fromCli = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
-    if (fromCli('target') && !fromCli('discovery')) discovery = undefined;
-    else if (fromCli('discovery') && !fromCli('target')) target = undefined;
-    else throw new UsageError('give --target or --discovery, not both');
-  }
-  if (discovery !== undefined) return { discovery: checkDiscovery(discovery) };
-  if (target === undefined) throw new UsageError('no target: pass --target HOST:PORT or --discovery URL, or set SKEIN_TARGET or SKEIN_DISCOVERY');
-  try {
-    parseTarget(target);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  return { target };
 }
 
 async function call(path: string, json: string | undefined, flags: CallFlags, cmd: Command): Promise<void> {

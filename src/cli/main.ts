@@ -12,6 +12,7 @@
  *    SKEIN_DISCOVERY).
  */
 import { Command, CommanderError } from 'commander';
+import { registerBench } from './bench.js';
 import { registerCall } from './call.js';
 import { registerDemo } from './demo.js';
 import { registerLs } from './ls.js';
@@ -33,8 +34,8 @@ Examples:
   $ skein help call
 
 Exit status: 0 ok, 1 the call or the server failed, 2 bad usage.
-Environment: SKEIN_TARGET (call --target), SKEIN_TIMEOUT (call --timeout),
-SKEIN_DISCOVERY (--discovery of serve, call, ls, watch).`;
+Environment: SKEIN_TARGET (call and bench --target), SKEIN_TIMEOUT (call --timeout),
+SKEIN_DISCOVERY (--discovery of serve, call, bench, ls, watch).`;
 
 function buildProgram(): Command {
   const program = new Command('skein')
@@ -46,6 +47,7 @@ function buildProgram(): Command {
     .addHelpText('after', EXAMPLES);
   registerServe(program);
   registerCall(program);
+  registerBench(program);
   registerDemo(program);
   registerLs(program);
   registerWatch(program);
