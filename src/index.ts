@@ -58,8 +58,8 @@ export type { TlsOptions, PeerInfo, ListenOptions } from './transport/transport.
 
 export { Channel, Subchannel } from './channel/index.js';
 export type { ChannelEvents, SubchannelCounters } from './channel/index.js';
-export { registerPicker, pickerFor, pickerNames, roundRobin } from './balance/index.js';
-export type { Picker, PickerBuilder, PickerOptions, PickerSubchannel, PickInfo, PickResult, CallOutcome } from './balance/index.js';
+export { registerPicker, pickerFor, pickerNames, roundRobin, weighted, leastInflight, random, p2cEwma, ringHash, load } from './balance/index.js';
+export type { Picker, PickerBuilder, PickerOptions, PickerSubchannel, PickInfo, PickResult, CallOutcome, LoadReport } from './balance/index.js';
 export { Health, HealthStatus, HealthService, HEALTH_SERVICE } from './observe/index.js';
 export type { HealthStatusValue, HealthRequest, HealthReply } from './observe/index.js';
 export { registerDiscovery, unregisterDiscovery, discoverySchemes, discoveryFor, resolverFor, registrarFor, parseDiscoveryUrl, setupDiscovery } from './discovery/index.js';

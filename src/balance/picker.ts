@@ -39,6 +39,25 @@ export interface PickerSubchannel {
   readonly weight: number;
   /** Calls picked for this subchannel and not finished yet. */
   readonly inflight: number;
+  /**
+   * The instance's last load report, when its server sends them (the `load` picker reads
+   * it). Optional: the channel does not fill it yet, and pickers must work without it.
+   */
+  readonly load?: LoadReport | undefined;
+}
+
+/** A server's report of its own load (balancing issue, `load` picker). */
+export interface LoadReport {
+  /** CPU use, 0..1 (1 = every core busy). */
+  readonly cpu: number;
+  /** Memory use, 0..1 of what the process may use. */
+  readonly mem: number;
+  /** Calls in flight on the server, from every client. */
+  readonly inflight: number;
+  /** Recent call latency on the server, ms. */
+  readonly latencyMs: number;
+  /** When the report was taken: `Date.now()` ms. */
+  readonly at: number;
 }
 
 /** Per-call information a picker may use. */
@@ -90,6 +109,13 @@ export interface PickerBuilder {
    * Called synchronously from a state change; never from inside `pick()`.
    */
   build(ready: readonly PickerSubchannel[], options: PickerOptions, previous: Picker | undefined): Picker;
+  /**
+   * Check `options.config` at once, throwing SKEIN_ERR_INVALID_OPTIONS for a bad setting.
+   * Meant to be called when the channel is created (so `connect()` fails, not a later state
+   * change); `build` throws the same errors for a config that was never validated.
+   * Optional: builders without settings leave it out.
+   */
+  validate?(options: PickerOptions): void;
 }
 
 const builders = new Map<string, PickerBuilder>();
@@ -110,6 +136,26 @@ export function pickerFor(name: string): PickerBuilder {
 /** Names of the registered pickers. */
 export function pickerNames(): string[] {
   return [...builders.keys()];
+}
+
+/** A source of uniform numbers in [0, 1); pickers take one in their config (`random`) so tests are reproducible. */
+export type RandomSource = () => number;
+
+/** `config.random` when it is a function, else `Math.random`. */
+export function configRandom(options: PickerOptions | undefined): RandomSource {
+  const r = options?.config?.random;
+  return typeof r === 'function' ? (r as RandomSource) : Math.random;
+}
+
+/**
+ * `config[key]` as a finite number no smaller than `min`, else `fallback`; a present value
+ * that is not such a number is SKEIN_ERR_INVALID_OPTIONS (a typo must not pass silently).
+ */
+export function configNumber(options: PickerOptions | undefined, key: string, fallback: number, min = 0): number {
+  const v = options?.config?.[key];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw createError(ErrorCode.INVALID_OPTIONS, `balancerConfig.${key}: expected a number >= ${min}, got ${JSON.stringify(v)}`);
+  return v;
 }
 
 /** `metadata.weight` as a positive finite number, else 1. */

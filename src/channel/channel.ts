@@ -108,8 +108,9 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
     this.service = service;
     this.discovery = parseDiscoveryUrl(options.discovery);
     this.where = redact(typeof options.discovery === 'string' ? options.discovery : options.discovery.href);
-    this.builder = pickerFor(options.balancer ?? 'round-robin');
+    this.builder = pickerFor(options.balancer ?? 'p2c-ewma');
     this.config = Object.freeze({ ...options.balancerConfig });
+    this.builder.validate?.({ config: this.config });
     this.removeGraceMs = options.removeGraceMs ?? 10000;
     const sub: SubchannelOptions = {};
     if (options.session !== undefined) sub.session = options.session;
@@ -467,9 +468,7 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
 }
 
 function pickInfo(service: string, method: string, options: CallOptions): PickInfo {
-  // `hashKey` is not in CallOptions yet (the balancing issue adds ring-hash); read it if given.
-  const hashKey = (options as { hashKey?: unknown }).hashKey;
-  return { service, method, metadata: options.metadata, hashKey: typeof hashKey === 'string' ? hashKey : undefined };
+  return { service, method, metadata: options.metadata, hashKey: options.hashKey };
 }
 
 function sameMetadata(a: Record<string, string>, b: Record<string, string>): boolean {

@@ -317,10 +317,10 @@ export const DISCOVERY_STEPS: DiscoveryStep[] = [
       const replicas = await Promise.all(['r1', 'r2', 'r3'].map((n) => startReplica(n, url)));
       ctx.replicas.push(...replicas);
       for (const r of replicas) ctx.say(`replica ${r.name} (pid ${r.child.pid}) serves echo on ${r.address}, registered with a ${REPLICA_TTL} s lease`);
-      const client = (ctx.client = connect(ReplicaEcho, { discovery: url }));
+      const client = (ctx.client = connect(ReplicaEcho, { discovery: url, balancer: 'round-robin' }));
       ctx.defer(() => client.close());
       await until(client, () => client.channel.readySubchannels.length === 3, 5000, 'three replicas ready');
-      ctx.say(`client: connect(Echo, { discovery: '${url}' }) → ${client.state}, ${client.channel.readySubchannels.length} instances, each connected and SERVING (skein.health)`);
+      ctx.say(`client: connect(Echo, { discovery: '${url}', balancer: 'round-robin' }) → ${client.state}, ${client.channel.readySubchannels.length} instances, each connected and SERVING (skein.health)`);
     },
   },
   {

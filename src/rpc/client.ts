@@ -96,7 +96,7 @@ export interface DiscoveryClientOptions extends Omit<ClientOptions, 'target'> {
   discovery: string | URL;
   /** Never set together with `discovery`. */
   target?: undefined;
-  /** Picker (balancing policy) by name. @default 'round-robin' */
+  /** Picker (balancing policy) by name: see docs/balancing.md. @default 'p2c-ewma' */
   balancer?: string;
   /** Settings for the picker. @default {} */
   balancerConfig?: Record<string, unknown>;

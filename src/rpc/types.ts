@@ -20,6 +20,8 @@ export interface CallOptions {
   metadata?: Metadata;
   /** Wait for a connection instead of failing fast when there is none. Defaults to the client's option. */
   waitForReady?: boolean;
+  /** Key for hash-based pickers (ring-hash): calls with the same key go to the same instance. */
+  hashKey?: string;
 }
 
 /** What a handler knows about its call. */

@@ -67,7 +67,8 @@ export async function startEcho(name: string, options: ServerOptions = {}): Prom
 export type EchoClient = ChannelClient<typeof Echo.methods>;
 
 export function channelClient(url: string, options: Omit<DiscoveryClientOptions, 'discovery'> = {}): EchoClient {
-  return connect(Echo, { discovery: url, ...options });
+  // Round-robin: these tests count exact even splits (the default picker is p2c-ewma).
+  return connect(Echo, { discovery: url, balancer: 'round-robin', ...options });
 }
 
 /** Wait (bounded) until the channel's READY subchannels are exactly `addresses` (any order). */
