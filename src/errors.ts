@@ -104,6 +104,8 @@ export const ErrorCode = {
   LEASE_LOST: 'SKEIN_ERR_LEASE_LOST',
   /** The registry could not make a change durable (disk full, I/O error); nothing was acknowledged. */
   STORAGE: 'SKEIN_ERR_STORAGE',
+  /** A resilience limiter (rate limit, bulkhead, load shedding) refused the call before its handler ran. */
+  LIMITED: 'SKEIN_ERR_LIMITED',
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
@@ -137,6 +139,7 @@ const defaultStatus: Record<ErrorCodeValue, StatusCode> = {
   SKEIN_ERR_INVALID_OPTIONS: Status.INVALID_ARGUMENT,
   SKEIN_ERR_LEASE_LOST: Status.NOT_FOUND,
   SKEIN_ERR_STORAGE: Status.UNAVAILABLE,
+  SKEIN_ERR_LIMITED: Status.RESOURCE_EXHAUSTED,
 };
 
 export interface SkeinErrorOptions {

@@ -111,3 +111,6 @@ setupEmbeddedDiscovery();
 registerDiscovery(lazyDiscovery('etcd', async () => (await import('./engines/etcd.js')).etcdDiscovery));
 setupBalance();
 setupChannel();
+
+export { TokenBucket, rateLimit, bulkhead, Compartment, shed, AimdLimiter, fallback, serverResilience, ResilienceChannel, RETRY_AFTER_TRAILER, RateLimitDefaults, BulkheadDefaults, ShedDefaults, FallbackDefaults } from './resilience/index.js';
+export type { BucketSpec, RateLimitOptions, RateLimitStats, RateLimitInterceptor, BulkheadOptions, BulkheadStats, BulkheadInterceptor, ShedOptions, ShedStats, ShedInterceptor, FallbackFn, FallbackOptions, FallbackStats, FallbackInterceptor, ResilienceEvent, ResilienceChannelName, ServerResilienceOptions } from './resilience/index.js';

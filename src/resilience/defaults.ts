@@ -1,0 +1,89 @@
+/**
+ * Every default of the server-side resilience interceptors, in one place (STYLE item 10).
+ * Each module applies these in its own `resolve*Options()` and freezes the result; change
+ * a default here and the docs (docs/resilience.md) with it.
+ */
+
+/** Defaults of `rateLimit()`. */
+export const RateLimitDefaults = Object.freeze({
+  /**
+   * How many callers' buckets are remembered; the least recently seen is evicted beyond it
+   * (an evicted caller comes back with a full bucket).
+   * @default 10000
+   */
+  maxCallers: 10_000,
+});
+
+/** Defaults of `bulkhead()`. */
+export const BulkheadDefaults = Object.freeze({
+  /** Calls running at once per key. @default 64 */
+  maxConcurrent: 64,
+  /** Calls waiting (FIFO) per key once `maxConcurrent` run; beyond it calls are refused at once. @default 0 */
+  maxQueue: 0,
+  /** Longest wait in the queue, ms (the call's deadline and cancellation also end the wait). @default 1000 */
+  queueTimeoutMs: 1000,
+  /** What shares a limit: each method on its own, or all methods of a service. @default 'method' */
+  key: 'method' as 'service' | 'method',
+  /** retry-after sent with a refusal before any call has finished (later: the average hold time). @default 100 */
+  retryAfterMs: 100,
+});
+
+/** Defaults of `shed()` (AIMD adaptive concurrency limit). */
+export const ShedDefaults = Object.freeze({
+  /**
+   * The limit at start. Generous because shedding is on by default: a cold server must not
+   * refuse an ordinary burst before it has measured anything (the limit comes down as soon
+   * as latency says so). @default 100
+   */
+  initialLimit: 100,
+  /** The limit never goes below this. @default 1 */
+  minLimit: 1,
+  /** The limit never goes above this. @default 1000 */
+  maxLimit: 1000,
+  /** On overload the limit is multiplied by this. @default 0.9 */
+  backoffRatio: 0.9,
+  /**
+   * Latency above `tolerance` × the no-load baseline (the smallest latency seen in the last
+   * `baselineWindow` calls) counts as overload. Ignored when `targetLatencyMs` is set.
+   * @default 2
+   */
+  tolerance: 2,
+  /** Number of calls after which the baseline is re-measured (so it can rise again). @default 1000 */
+  baselineWindow: 1000,
+  /** A fixed latency target in ms instead of `tolerance` × baseline. @default undefined (adaptive) */
+  targetLatencyMs: undefined as number | undefined,
+  /**
+   * The latency target never goes below this many ms, so a sub-millisecond baseline does not
+   * turn scheduler jitter into overload. @default 10
+   */
+  minTargetLatencyMs: 10,
+  /** retry-after sent with a refusal before any latency is known. @default 100 */
+  retryAfterMs: 100,
+  /**
+   * Whether server-streaming and bidi calls take a permit (held until their replies end).
+   * Off by default: long-lived streams (watches) would otherwise hold permits for good.
+   * @default false
+   */
+  streams: false,
+  /** Services never shed (health checks must answer under overload). @default ['skein.health'] */
+  exempt: Object.freeze(['skein.health']) as readonly string[],
+});
+
+/** Defaults of `fallback()`. */
+export const FallbackDefaults = Object.freeze({
+  /** Statuses answered by the fallback. @default ['RESOURCE_EXHAUSTED', 'UNAVAILABLE'] */
+  statuses: Object.freeze(['RESOURCE_EXHAUSTED', 'UNAVAILABLE'] as const),
+});
+
+/** Which interceptors `serverResilience()` installs when not told otherwise. */
+export const ServerResilienceDefaults = Object.freeze({
+  /** Adaptive load shedding (safe: it only refuses when the server is past capacity). @default on (ShedDefaults) */
+  shed: true,
+  /** Rate limits need numbers only the operator knows. @default off */
+  rateLimit: false,
+  /** Bulkheads need numbers only the operator knows. @default off */
+  bulkhead: false,
+});
+
+/** Smoothing factor of the moving averages used for retry-after estimates. @default 0.2 */
+export const EWMA_ALPHA = 0.2;

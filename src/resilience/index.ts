@@ -1,0 +1,13 @@
+/**
+ * Resilience: composable interceptors (`(next) => next`) with their defaults in one place
+ * (`defaults.ts`). Server side: rate limits, bulkheads, load shedding, fallbacks.
+ * See docs/resilience.md.
+ */
+export { TokenBucket, type BucketSpec } from './token-bucket.js';
+export { rateLimit, defaultCallerKey, peerHost, type RateLimitOptions, type RateLimitStats, type RateLimitInterceptor } from './rate-limit.js';
+export { bulkhead, Compartment, type BulkheadOptions, type BulkheadStats, type BulkheadInterceptor } from './bulkhead.js';
+export { shed, AimdLimiter, type ShedOptions, type ShedStats, type ShedInterceptor } from './shed.js';
+export { fallback, type FallbackFn, type FallbackOptions, type FallbackStats, type FallbackInterceptor } from './fallback.js';
+export { ResilienceChannel, RETRY_AFTER_TRAILER, type ResilienceChannelName, type ResilienceEvent } from './events.js';
+export { RateLimitDefaults, BulkheadDefaults, ShedDefaults, FallbackDefaults } from './defaults.js';
+export { serverResilience, type ServerResilienceOptions } from './server-policy.js';
