@@ -114,3 +114,5 @@ setupChannel();
 
 export { TokenBucket, rateLimit, bulkhead, Compartment, shed, AimdLimiter, fallback, serverResilience, ResilienceChannel, RETRY_AFTER_TRAILER, RateLimitDefaults, BulkheadDefaults, ShedDefaults, FallbackDefaults } from './resilience/index.js';
 export type { BucketSpec, RateLimitOptions, RateLimitStats, RateLimitInterceptor, BulkheadOptions, BulkheadStats, BulkheadInterceptor, ShedOptions, ShedStats, ShedInterceptor, FallbackFn, FallbackOptions, FallbackStats, FallbackInterceptor, ResilienceEvent, ResilienceChannelName, ServerResilienceOptions } from './resilience/index.js';
+export { retry, retryBudget, retryReason, pushbackOf, RETRY_CHANNEL, RetryDefaults, RetryBudgetDefaults } from './resilience/index.js';
+export type { RetryOptions, RetryBackoffOptions, RetryStats, RetryEvent, RetryInterceptor, RetryBudget, RetryBudgetOptions, RetryBudgetStats } from './resilience/index.js';

@@ -30,11 +30,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors.js';
-import { pickerFor, type CallOutcome, type Picker, type PickerBuilder, type PickInfo } from '../balance/picker.js';
+import { pickerFor, type CallOutcome, type Picker, type PickerBuilder, type PickInfo, type PickResult } from '../balance/picker.js';
 import { parseDiscoveryUrl, resolverFor } from '../discovery/registry.js';
 import type { Instance, Resolver, ResolverEvent } from '../discovery/types.js';
 import { setChannelFactory, type CallRouter, type DiscoveryClientOptions, type Route } from '../rpc/client.js';
-import type { CallOptions } from '../rpc/types.js';
+import { ROUTE_HINT, type CallOptions, type RouteHint } from '../rpc/types.js';
 import type { GetSessionOptions } from '../session/client-connection.js';
 import { ConnectivityState, stateChanges, type ConnectivityStateValue, type StateChange } from '../session/connectivity.js';
 import { armTimer, type CancelTimer } from '../session/timer.js';
@@ -63,6 +63,9 @@ interface Waiter {
   resolve(r: Route): void;
   reject(e: SkeinError): void;
 }
+
+/** Retry integration: how many extra picks a retry makes to avoid an instance it already tried. */
+const AVOID_REPICKS = 2;
 
 /** Backoff for restarting a watch that ended or threw (resolvers normally retry by themselves). */
 const WATCH_BACKOFF = { initialMs: 250, maxMs: 10000, multiplier: 2, jitter: 0.2 };
@@ -224,6 +227,9 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
   route(method: string, options: CallOptions): Route | undefined {
     const picker = this.picker;
     if (picker === undefined) return undefined;
+    // Retry integration: a call carrying a route hint (a retry) avoids instances it tried.
+    const hint = options[ROUTE_HINT];
+    if (hint !== undefined) return this.routeHinted(picker, method, options, hint);
     const r = picker.pick(pickInfo(this.service, method, options));
     if (r.type !== 'pick') return undefined;
     return this.routeTo(r.subchannel as Subchannel, r.onDone);
@@ -272,6 +278,38 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
 
   // ------------------------------------------------------------------ internals
 
+  /**
+   * Retry integration (src/resilience/retry.ts): route a call whose earlier attempts went to
+   * `hint.tried`, preferring an instance it has not tried, and record the one picked.
+   */
+  private routeHinted(picker: Picker, method: string, options: CallOptions, hint: RouteHint): Route | undefined {
+    const r = this.pickAvoiding(picker, method, options, hint);
+    if (r.type !== 'pick') return undefined;
+    const route = this.routeTo(r.subchannel as Subchannel, r.onDone);
+    if (route !== undefined) hint.tried.add((r.subchannel as Subchannel).id);
+    return route;
+  }
+
+  /**
+   * Retry integration: the picker's choice, re-picked at most AVOID_REPICKS times while it
+   * is an instance in `hint.tried`; then the first READY instance not tried (a picker that
+   * always answers the same, like ring-hash); else (all tried) the picker's choice.
+   * A discarded pick's `onDone` is simply not called (pickers only observe through it).
+   */
+  private pickAvoiding(picker: Picker, method: string, options: CallOptions, hint: RouteHint): PickResult {
+    const info = pickInfo(this.service, method, options);
+    let r = picker.pick(info);
+    if (r.type !== 'pick' || hint.tried.size === 0) return r;
+    for (let i = 0; i < AVOID_REPICKS && hint.tried.has((r.subchannel as Subchannel).id); i++) {
+      const again = picker.pick(info);
+      if (again.type !== 'pick') break;
+      r = again;
+    }
+    if (!hint.tried.has((r.subchannel as Subchannel).id)) return r;
+    const other = this.pickable.find((s) => !hint.tried.has(s.id));
+    return other !== undefined ? { type: 'pick', subchannel: other } : r;
+  }
+
   private routeTo(sub: Subchannel, onDone: ((o: CallOutcome) => void) | undefined): Route | undefined {
     const session = sub.connection.session;
     if (session === undefined || !session.isReady) return undefined;
@@ -294,11 +332,16 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
   private serve(w: Waiter): void {
     const picker = this.picker;
     if (picker !== undefined) {
-      const r = picker.pick(pickInfo(this.service, w.method, w.options));
+      // Retry integration: a hinted call (a retry) avoids instances it already tried.
+      const hint = w.options[ROUTE_HINT];
+      const r = hint === undefined ? picker.pick(pickInfo(this.service, w.method, w.options)) : this.pickAvoiding(picker, w.method, w.options, hint);
       if (r.type === 'fail') return w.reject(r.error);
       if (r.type === 'pick') {
         const route = this.routeTo(r.subchannel as Subchannel, r.onDone);
-        if (route !== undefined) return w.resolve(route);
+        if (route !== undefined) {
+          hint?.tried.add((r.subchannel as Subchannel).id);
+          return w.resolve(route);
+        }
       }
     }
     if (this.state === ConnectivityState.TRANSIENT_FAILURE && !w.waitForReady) w.reject(this.notReady());

@@ -87,3 +87,27 @@ export const ServerResilienceDefaults = Object.freeze({
 
 /** Smoothing factor of the moving averages used for retry-after estimates. @default 0.2 */
 export const EWMA_ALPHA = 0.2;
+
+/** Defaults of `retryBudget()` (client side). */
+export const RetryBudgetDefaults = Object.freeze({
+  /** Tokens each call deposits; a retry withdraws 1: retries stay within this share of calls. @default 0.2 */
+  ratio: 0.2,
+  /** Retries always allowed per second on top of the ratio (a token bucket of this rate and burst). @default 10 */
+  minPerSecond: 10,
+  /** Most tokens deposits can accumulate (so a long quiet success streak cannot fund a retry storm). @default 100 */
+  maxTokens: 100,
+});
+
+/** Defaults of `retry()` (client side). */
+export const RetryDefaults = Object.freeze({
+  /** Attempts in all, the first included. @default 3 */
+  maxAttempts: 3,
+  /** Statuses retried for idempotent methods. @default ['UNAVAILABLE'] */
+  retryableCodes: Object.freeze(['UNAVAILABLE'] as const) as readonly string[],
+  /** First backoff cap, ms (full jitter: the delay is uniform in [0, cap]). @default 25 */
+  initialMs: 25,
+  /** Largest backoff cap, ms. @default 1000 */
+  maxMs: 1000,
+  /** Growth of the cap per retry. @default 2 */
+  multiplier: 2,
+});

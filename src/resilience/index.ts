@@ -11,3 +11,6 @@ export { fallback, type FallbackFn, type FallbackOptions, type FallbackStats, ty
 export { ResilienceChannel, RETRY_AFTER_TRAILER, type ResilienceChannelName, type ResilienceEvent } from './events.js';
 export { RateLimitDefaults, BulkheadDefaults, ShedDefaults, FallbackDefaults } from './defaults.js';
 export { serverResilience, type ServerResilienceOptions } from './server-policy.js';
+export { retryBudget, type RetryBudget, type RetryBudgetOptions, type RetryBudgetStats } from './retry-budget.js';
+export { retry, retryReason, pushbackOf, RETRY_CHANNEL, type RetryOptions, type RetryBackoffOptions, type RetryStats, type RetryEvent, type RetryInterceptor } from './retry.js';
+export { RetryDefaults, RetryBudgetDefaults } from './defaults.js';

@@ -22,6 +22,20 @@ export interface CallOptions {
   waitForReady?: boolean;
   /** Key for hash-based pickers (ring-hash): calls with the same key go to the same instance. */
   hashKey?: string;
+  /**
+   * @internal Retry integration (src/resilience/retry.ts): the instances this logical call
+   * already tried. A channel avoids them when it has another instance and adds the one it
+   * picks; a single-target client ignores it.
+   */
+  [ROUTE_HINT]?: RouteHint;
+}
+
+/** @internal Key of the per-call route hint in CallOptions (set by the retry interceptor). */
+export const ROUTE_HINT: unique symbol = Symbol('skein.routeHint');
+
+/** @internal Shared by every attempt of one call: the subchannel ids already tried. */
+export interface RouteHint {
+  readonly tried: Set<string>;
 }
 
 /** What a handler knows about its call. */
