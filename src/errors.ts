@@ -106,6 +106,8 @@ export const ErrorCode = {
   STORAGE: 'SKEIN_ERR_STORAGE',
   /** A resilience limiter (rate limit, bulkhead, load shedding) refused the call before its handler ran. */
   LIMITED: 'SKEIN_ERR_LIMITED',
+  /** A client circuit breaker is open: the call failed fast without being sent. */
+  CIRCUIT_OPEN: 'SKEIN_ERR_CIRCUIT_OPEN',
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
@@ -140,6 +142,7 @@ const defaultStatus: Record<ErrorCodeValue, StatusCode> = {
   SKEIN_ERR_LEASE_LOST: Status.NOT_FOUND,
   SKEIN_ERR_STORAGE: Status.UNAVAILABLE,
   SKEIN_ERR_LIMITED: Status.RESOURCE_EXHAUSTED,
+  SKEIN_ERR_CIRCUIT_OPEN: Status.UNAVAILABLE,
 };
 
 export interface SkeinErrorOptions {

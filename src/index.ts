@@ -116,3 +116,7 @@ export { TokenBucket, rateLimit, bulkhead, Compartment, shed, AimdLimiter, fallb
 export type { BucketSpec, RateLimitOptions, RateLimitStats, RateLimitInterceptor, BulkheadOptions, BulkheadStats, BulkheadInterceptor, ShedOptions, ShedStats, ShedInterceptor, FallbackFn, FallbackOptions, FallbackStats, FallbackInterceptor, ResilienceEvent, ResilienceChannelName, ServerResilienceOptions } from './resilience/index.js';
 export { retry, retryBudget, retryReason, pushbackOf, RETRY_CHANNEL, RetryDefaults, RetryBudgetDefaults } from './resilience/index.js';
 export type { RetryOptions, RetryBackoffOptions, RetryStats, RetryEvent, RetryInterceptor, RetryBudget, RetryBudgetOptions, RetryBudgetStats } from './resilience/index.js';
+export { breaker, CircuitBreaker, BreakerState, BREAKER_CHANNEL, BreakerDefaults, OutlierDefaults } from './resilience/index.js';
+export type { BreakerOptions, CircuitBreakerOptions, BreakerStats, BreakerEvent, BreakerInterceptor, BreakerStateValue } from './resilience/index.js';
+export { OutlierDetector, OUTLIER_CHANNEL } from './channel/outlier.js';
+export type { OutlierOptions, OutlierStats, OutlierEvent } from './channel/outlier.js';

@@ -40,6 +40,7 @@ import { ConnectivityState, stateChanges, type ConnectivityStateValue, type Stat
 import { armTimer, type CancelTimer } from '../session/timer.js';
 import { Backoff } from '../util/backoff.js';
 import { Subchannel, type SubchannelOptions } from './subchannel.js';
+import { OutlierDetector, type OutlierOptions, type OutlierStats } from './outlier.js';
 
 export interface ChannelEvents {
   /** The aggregated state changed. */
@@ -75,6 +76,13 @@ declare module '../rpc/client.js' {
   interface ChannelTypes {
     channel: Channel;
   }
+  interface DiscoveryClientOptions {
+    /**
+     * Eject instances that keep failing from picking (docs/resilience.md, "Outlier
+     * ejection"); false turns it off. @default on, with OutlierDefaults
+     */
+    outlierDetection?: false | OutlierOptions;
+  }
 }
 
 export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
@@ -105,6 +113,8 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
   private forceRebuild = false;
   /** While applying one resolver event: rebuild once at the end, not per subchannel. */
   private applying = false;
+  /** Outlier ejection (src/channel/outlier.ts): undefined with `outlierDetection: false`. */
+  private readonly outlier: OutlierDetector | undefined;
 
   constructor(service: string, options: DiscoveryClientOptions) {
     super();
@@ -122,6 +132,14 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
     if (options.backoff !== undefined) sub.backoff = options.backoff;
     if (options.healthCheck !== false) sub.healthService = service;
     this.subOptions = sub;
+    // Outlier ejection: on by default.
+    const od = options.outlierDetection;
+    if (od !== false) {
+      this.outlier = new OutlierDetector(service, od ?? {}, () => this.subs.size, () => {
+        this.forceRebuild = true;
+        this.rebuild();
+      });
+    }
     this.resolver = resolverFor(this.discovery);
     if (options.eager !== false) this.start();
   }
@@ -141,6 +159,16 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
   /** The subchannels the picker chooses from now (READY and SERVING). */
   get readySubchannels(): readonly Subchannel[] {
     return this.pickable;
+  }
+
+  /** Outlier ejection counters and the ids ejected now (undefined with `outlierDetection: false`). */
+  outlierStats(): OutlierStats | undefined {
+    return this.outlier?.stats();
+  }
+
+  /** Is this instance ejected from picking by outlier detection now? */
+  isEjected(sub: Subchannel | string): boolean {
+    return this.outlier?.isEjected(typeof sub === 'string' ? sub : sub.id) === true;
   }
 
   /** Why calls fail fast now, for messages. */
@@ -209,6 +237,7 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
   close(graceMs = 0): Promise<void> {
     this.closing ??= (async () => {
       this.watchAbort.abort(createError(ErrorCode.CLOSED, 'channel closed'));
+      this.outlier?.close(); // outlier ejection: stop its timers
       this.picker = undefined;
       this.pickable = [];
       this.setState(ConnectivityState.SHUTDOWN);
@@ -323,6 +352,7 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
         sub.inflight--;
         if (error === undefined) sub.calls.succeeded++;
         else sub.calls.failed++;
+        if (this.subs.get(sub.id) === sub) this.outlier?.record(sub.id, sub.address, error); // outlier ejection (not for a removed instance)
         onDone?.({ error, latencyMs: Date.now() - t0 });
       },
     };
@@ -449,6 +479,7 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
     if (this.subs.get(sub.id) !== sub) return;
     this.subs.delete(sub.id);
     this.emit('remove', sub);
+    this.outlier?.forget(sub.id); // outlier ejection
     void sub.close(sub.inflight > 0 ? this.removeGraceMs : 0);
   }
 
@@ -457,6 +488,11 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
     if (this.closing || this.applying) return;
     const ready: Subchannel[] = [];
     for (const s of this.subs.values()) if (s.pickable) ready.push(s);
+    // Outlier ejection: ejected instances are not picked, unless that would leave none.
+    if (this.outlier !== undefined && ready.some((s) => this.outlier!.isEjected(s.id))) {
+      const kept = ready.filter((s) => !this.outlier!.isEjected(s.id));
+      if (kept.length > 0) ready.splice(0, ready.length, ...kept);
+    }
     const prev = this.pickable;
     const same = !this.forceRebuild && ready.length === prev.length && ready.every((s, i) => s === prev[i]);
     this.forceRebuild = false;

@@ -111,3 +111,47 @@ export const RetryDefaults = Object.freeze({
   /** Growth of the cap per retry. @default 2 */
   multiplier: 2,
 });
+
+/** Defaults of `CircuitBreaker` / `breaker()` (client side). */
+export const BreakerDefaults = Object.freeze({
+  /** Consecutive failures that open the circuit. @default 5 */
+  consecutiveFailures: 5,
+  /** Failure rate (0..1) over the window that opens the circuit. @default 0.5 */
+  failureRate: 0.5,
+  /** Calls the window must hold before the failure rate is judged. @default 20 */
+  minimumCalls: 20,
+  /** Length of the sliding window of the failure rate, ms. @default 10000 */
+  windowMs: 10_000,
+  /** How long the circuit stays open the first time, ms. @default 5000 */
+  openMs: 5000,
+  /** Longest open time: each re-opening without a close in between doubles it, up to this. @default 60000 */
+  maxOpenMs: 60_000,
+  /** Calls let through at once while half-open. @default 1 */
+  probes: 1,
+  /** Statuses that count as failures (others, e.g. INVALID_ARGUMENT or NOT_FOUND, count as successes). @default ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL', 'RESOURCE_EXHAUSTED'] */
+  failureCodes: Object.freeze(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL', 'RESOURCE_EXHAUSTED'] as const) as readonly string[],
+  /** One breaker per service, or one per method. @default 'service' */
+  scope: 'service' as 'service' | 'method',
+});
+
+/** Defaults of a channel's outlier detection (src/channel/outlier.ts). */
+export const OutlierDefaults = Object.freeze({
+  /** Consecutive failures that eject an instance. @default 5 */
+  consecutiveFailures: 5,
+  /** Interval of the success-rate check, ms (also the window of its counts). @default 10000 */
+  intervalMs: 10_000,
+  /** Success-rate ejection: below mean − this × stddev of the instances' success rates. @default 1.9 */
+  stdevFactor: 1.9,
+  /** Instances with at least `minimumCalls` in the interval needed for the success-rate check. @default 3 */
+  minimumHosts: 3,
+  /** Calls an instance needs in the interval to take part in the success-rate check. @default 20 */
+  minimumCalls: 20,
+  /** Ejection time = this × times ejected, ms. @default 30000 */
+  baseEjectionMs: 30_000,
+  /** Longest ejection, ms. @default 300000 */
+  maxEjectionMs: 300_000,
+  /** Most instances ejected at once, percent (at least one instance always stays). @default 50 */
+  maxEjectionPercent: 50,
+  /** Statuses that count as failures. @default ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] */
+  failureCodes: Object.freeze(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const) as readonly string[],
+});

@@ -14,3 +14,5 @@ export { serverResilience, type ServerResilienceOptions } from './server-policy.
 export { retryBudget, type RetryBudget, type RetryBudgetOptions, type RetryBudgetStats } from './retry-budget.js';
 export { retry, retryReason, pushbackOf, RETRY_CHANNEL, type RetryOptions, type RetryBackoffOptions, type RetryStats, type RetryEvent, type RetryInterceptor } from './retry.js';
 export { RetryDefaults, RetryBudgetDefaults } from './defaults.js';
+export { breaker, CircuitBreaker, BreakerState, BREAKER_CHANNEL, type BreakerOptions, type CircuitBreakerOptions, type BreakerStats, type BreakerEvent, type BreakerInterceptor, type BreakerStateValue } from './breaker.js';
+export { BreakerDefaults, OutlierDefaults } from './defaults.js';

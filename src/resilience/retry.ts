@@ -101,7 +101,7 @@ export interface RetryInterceptor extends ClientInterceptor {
 }
 
 /** Codes that mean the call never reached a handler (docs/errors.md, retry table). */
-const NEVER_HANDLED: ReadonlySet<string> = new Set([ErrorCode.GOAWAY, ErrorCode.STREAM_LIMIT, ErrorCode.NOT_READY, ErrorCode.CONNECT_FAILED, ErrorCode.LIMITED]);
+const NEVER_HANDLED: ReadonlySet<string> = new Set([ErrorCode.GOAWAY, ErrorCode.STREAM_LIMIT, ErrorCode.NOT_READY, ErrorCode.CONNECT_FAILED, ErrorCode.LIMITED, ErrorCode.CIRCUIT_OPEN]);
 
 const retryChannel = diagnostics.channel(RETRY_CHANNEL);
 
