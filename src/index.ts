@@ -120,3 +120,5 @@ export { breaker, CircuitBreaker, BreakerState, BREAKER_CHANNEL, BreakerDefaults
 export type { BreakerOptions, CircuitBreakerOptions, BreakerStats, BreakerEvent, BreakerInterceptor, BreakerStateValue } from './resilience/index.js';
 export { OutlierDetector, OUTLIER_CHANNEL } from './channel/outlier.js';
 export type { OutlierOptions, OutlierStats, OutlierEvent } from './channel/outlier.js';
+export { hedge, LatencyWindow, HEDGE_CHANNEL, HedgeDefaults } from './resilience/index.js';
+export type { HedgeOptions, HedgePercentileDelay, HedgeStats, HedgeEvent, HedgeInterceptor } from './resilience/index.js';

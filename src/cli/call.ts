@@ -10,8 +10,12 @@
  * client streams and bidi calls are fed. Replies: one JSON line each, as they arrive. A
  * unary call prints one line, a server stream one line per message.
  */
+import diagnostics from 'node:diagnostics_channel';
 import { Option, type Command } from 'commander';
-import { connect, createError, ErrorCode, type CallOptions, type ClientOptions, type DiscoveryClientOptions, type Metadata, type ServiceDef } from '../index.js';
+import { connect, createError, ErrorCode, pickerNames, type CallOptions, type ClientInterceptor, type ClientOptions, type DiscoveryClientOptions, type Metadata, type ResponseStream, type ServiceDef, type StateChange } from '../index.js';
+import { MethodKind } from '../rpc/define.js';
+import { ROUTE_HINT, type RouteHint } from '../rpc/types.js';
+import { retry, type RetryEvent } from '../resilience/index.js';
 import { collectMeta, discoveryOption, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, runtimeDef, toJsonLine, UsageError, where, writeLine } from './util.js';
 
 interface CallFlags {
@@ -23,6 +27,8 @@ interface CallFlags {
   tlsCert?: string;
   tlsKey?: string;
   jsonCodec?: boolean;
+  verbose?: boolean;
+  balancer?: string;
 }
 
 const EXAMPLES = `
@@ -46,6 +52,12 @@ stdin is one request (NDJSON) until EOF. This works for every kind of method (un
 server stream, client stream, bidi): the server takes what the method expects.
 Replies: one JSON line per message on stdout. Binary values (MessagePack bin) print as
 base64 strings, 64-bit integers beyond 2^53 as decimal strings, dates as ISO strings.
+--verbose: print on stderr the decisions taken for the call, one line each: the instance
+that answered, every resilience event (retry, breaker, outlier, hedge, shed, rate-limit,
+bulkhead) and the channel's state changes. With --verbose the call goes through retry()
+(failures that never reached a handler are retried, on another instance when there is
+one) when the request is the JSON argument; the replies are then printed when the call
+ends. Requests read from stdin are not retried.
 A JSON argument that starts with "-" goes after "--": skein call svc.m -t H:P -- -1
 On failure: "STATUS: message" on stderr (e.g. "DEADLINE_EXCEEDED: ..."), exit status 1.
 Bad arguments or bad JSON input: exit status 2.`;
@@ -65,6 +77,8 @@ export function registerCall(program: Command): void {
     .option('--tls-cert <file>', 'client certificate for mutual TLS (with --tls-key)')
     .option('--tls-key <file>', 'private key for --tls-cert')
     .option('--json-codec', 'encode messages as JSON on the wire instead of MessagePack')
+    .option('--balancer <name>', 'balancing policy for --discovery (e.g. round-robin)')
+    .option('-v, --verbose', 'print the decisions taken for the call on stderr (installs retry())')
     .addHelpText('after', EXAMPLES)
     .action((path: string, json: string | undefined, flags: CallFlags, cmd: Command) => call(path, json, flags, cmd));
 }
@@ -82,6 +96,12 @@ async function call(path: string, json: string | undefined, flags: CallFlags, cm
     options = 'target' in to ? { target: to.target, codec, waitForReady: false } : { discovery: to.discovery, codec, waitForReady: false };
     const tls = readTls(flags, 'client') ?? ('target' in to && to.target.startsWith('tls://') ? {} : undefined);
     if (tls !== undefined) options.tls = tls;
+    if (flags.balancer !== undefined) {
+      if ('target' in to) throw new UsageError('--balancer needs --discovery (a --target client has one connection)');
+      if (!pickerNames().includes(flags.balancer)) throw new UsageError(`--balancer: unknown balancer ${JSON.stringify(flags.balancer)} (registered: ${pickerNames().join(', ')})`);
+      (options as DiscoveryClientOptions).balancer = flags.balancer;
+    }
+    if (flags.verbose === true) options.interceptors = verboseInterceptors();
     if (json !== undefined && json !== '-') requests = [parseJson(json, 'the request argument')];
     else {
       if (process.stdin.isTTY) log('skein call: reading NDJSON requests from stdin (one per line; end with Ctrl-D)');
@@ -100,6 +120,7 @@ async function call(path: string, json: string | undefined, flags: CallFlags, cm
   }
 
   const client = connect(def, options);
+  const verbose = flags.verbose === true ? watchDecisions(client) : undefined;
   const ac = new AbortController();
   const onSigint = (): void => ac.abort(createError(ErrorCode.CANCELLED, `call to ${path} interrupted`));
   process.once('SIGINT', onSigint);
@@ -113,6 +134,7 @@ async function call(path: string, json: string | undefined, flags: CallFlags, cm
   process.stdout.on('error', onStdoutError);
   const callOptions: CallOptions = { timeout: flags.timeout === 0 ? Infinity : flags.timeout, signal: ac.signal };
   if (flags.meta !== undefined) callOptions.metadata = flags.meta;
+  if (verbose !== undefined) callOptions[ROUTE_HINT] = verbose.hint;
 
   let code: ExitCodeValue = ExitCode.OK;
   try {
@@ -132,8 +154,101 @@ async function call(path: string, json: string | undefined, flags: CallFlags, cm
       code = ExitCode.FAILED;
     }
   } finally {
+    verbose?.done(code === ExitCode.OK);
     process.off('SIGINT', onSigint);
     await client.close().catch(() => {});
   }
   return exit(code);
+}
+
+// ------------------------------------------------------------------ --verbose
+
+/** The diagnostics channels whose events `--verbose` prints. */
+const DECISION_CHANNELS = ['retry', 'breaker', 'outlier', 'hedge', 'shed', 'rate-limit', 'bulkhead'].map((n) => `skein:resilience:${n}`);
+
+/** One line for a resilience event, e.g. `retry: echo.say attempt 2 after 37 ms (SKEIN_ERR_NOT_READY, refused)`. */
+export function decisionLine(channel: string, event: unknown): string {
+  const name = channel.slice(channel.lastIndexOf(':') + 1);
+  if (name === 'retry') {
+    const e = event as RetryEvent;
+    if (e.reason === 'budget-exhausted') return `retry: ${e.service}.${e.method} no attempt ${e.attempt + 1}: budget exhausted (${e.code})`;
+    return `retry: ${e.service}.${e.method} attempt ${e.attempt + 1} after ${e.delayMs} ms (${e.code}, ${e.reason})`;
+  }
+  const fields = Object.entries(event as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined && typeof v !== 'object')
+    .map(([k, v]) => `${k}=${String(v)}`);
+  return `${name}: ${fields.join(' ')}`;
+}
+
+/**
+ * The interceptors of a `--verbose` call: retry(), made to apply to the CLI's bidi call
+ * when its requests are an array (the JSON argument). retry() only retries unary and
+ * array client-stream calls, so the call is shown to it as a client stream whose reply is
+ * the list of every reply, and turned back into a bidi call under it. That is safe for any
+ * method kind: the CLI's runtime method is not idempotent, so retry() only retries failures
+ * that never reached a handler, and those come before any reply.
+ */
+function verboseInterceptors(): ClientInterceptor[] {
+  const asClientStream: ClientInterceptor = (next) => (call) => {
+    if (call.kind !== MethodKind.BIDI || !Array.isArray(call.request)) return next(call);
+    const all = next({ ...call, kind: MethodKind.CLIENT_STREAM }) as Promise<unknown[]>;
+    return streamOf(all);
+  };
+  const backToBidi: ClientInterceptor = (next) => async (call) => {
+    if (call.kind !== MethodKind.CLIENT_STREAM) return next(call);
+    const replies: unknown[] = [];
+    for await (const r of next({ ...call, kind: MethodKind.BIDI }) as ResponseStream<unknown>) replies.push(r);
+    return replies;
+  };
+  return [asClientStream, retry(), backToBidi];
+}
+
+function streamOf(all: Promise<unknown[]>): ResponseStream<unknown> {
+  all.catch(() => {}); // read by the iterator
+  return {
+    async *[Symbol.asyncIterator]() {
+      yield* await all;
+    },
+    cancel: () => {},
+    trailers: all.then(() => ({})),
+  };
+}
+
+/**
+ * Subscribe to every decision channel and to the channel's (and its instances') state
+ * changes, printing one line each on stderr; `done()` unsubscribes and prints which
+ * instance answered (the last one the call's route hint recorded).
+ */
+function watchDecisions(client: unknown): { hint: RouteHint; done(ok: boolean): void } {
+  const hint: RouteHint = { tried: new Set<string>() };
+  let done = false;
+  const print = (line: string): void => {
+    if (!done) log(`skein call: ${line}`);
+  };
+  const subs = DECISION_CHANNELS.map((name) => {
+    const fn = (event: unknown): void => print(decisionLine(name, event));
+    diagnostics.subscribe(name, fn);
+    return () => diagnostics.unsubscribe(name, fn);
+  });
+  type Sub = { id: string; address: string; on(e: 'state', f: (c: StateChange) => void): void };
+  type Chan = { subchannels: Sub[]; on(e: 'state', f: (c: StateChange) => void): void; on(e: 'add', f: (s: Sub) => void): void };
+  const channel = (client as { channel?: Chan }).channel;
+  const watchSub = (s: Sub): void => s.on('state', (c) => print(`instance ${s.address}: ${c.previous} -> ${c.state}${c.error !== undefined ? ` (${c.error.code})` : ''}`));
+  if (channel !== undefined) {
+    channel.on('state', (c: StateChange) => print(`channel: ${c.previous} -> ${c.state}`));
+    channel.subchannels.forEach(watchSub);
+    channel.on('add', watchSub);
+  }
+  return {
+    hint,
+    done(ok: boolean): void {
+      for (const unsubscribe of subs) unsubscribe();
+      done = true;
+      const tried = [...hint.tried];
+      const last = tried.at(-1);
+      const address = channel?.subchannels.find((s) => s.id === last)?.address ?? last;
+      if (channel === undefined) log(`skein call: ${ok ? 'answered by' : 'failed at'} the target`);
+      else if (address !== undefined) log(`skein call: ${ok ? 'answered by' : 'last tried'} instance ${address} (instances tried: ${tried.length})`);
+    },
+  };
 }

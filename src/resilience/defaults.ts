@@ -155,3 +155,17 @@ export const OutlierDefaults = Object.freeze({
   /** Statuses that count as failures. @default ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] */
   failureCodes: Object.freeze(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const) as readonly string[],
 });
+
+/** Defaults of `hedge()` (client side). */
+export const HedgeDefaults = Object.freeze({
+  /** Attempts in all, the first included (2: one hedge). @default 2 */
+  maxAttempts: 2,
+  /** Percentile of the method's recent latencies used as the hedge delay. @default 0.95 */
+  percentile: 0.95,
+  /** Floor of a percentile delay, ms. @default 10 */
+  minMs: 10,
+  /** Ceiling of a percentile delay (and the delay before any latency was observed), ms. @default 1000 */
+  maxMs: 1000,
+  /** Recent successful attempts per method the percentile is taken over. @default 100 */
+  window: 100,
+});

@@ -16,3 +16,5 @@ export { retry, retryReason, pushbackOf, RETRY_CHANNEL, type RetryOptions, type 
 export { RetryDefaults, RetryBudgetDefaults } from './defaults.js';
 export { breaker, CircuitBreaker, BreakerState, BREAKER_CHANNEL, type BreakerOptions, type CircuitBreakerOptions, type BreakerStats, type BreakerEvent, type BreakerInterceptor, type BreakerStateValue } from './breaker.js';
 export { BreakerDefaults, OutlierDefaults } from './defaults.js';
+export { hedge, LatencyWindow, HEDGE_CHANNEL, type HedgeOptions, type HedgePercentileDelay, type HedgeStats, type HedgeEvent, type HedgeInterceptor } from './hedge.js';
+export { HedgeDefaults } from './defaults.js';
