@@ -24,7 +24,7 @@ import { Health, HealthStatus, type HealthStatusValue } from '../observe/health.
 import { clientOver } from '../rpc/client.js';
 import type { ClientMethods } from '../rpc/types.js';
 import { ClientConnection, type ClientConnectionOptions } from '../session/client-connection.js';
-import { ConnectivityState, type ConnectivityStateValue, type StateChange } from '../session/connectivity.js';
+import { changeState, ConnectivityState, type ConnectivityStateValue, type StateChange } from '../session/connectivity.js';
 
 export interface SubchannelOptions extends ClientConnectionOptions {
   /** The service whose health to watch; undefined turns health checking off. */
@@ -139,12 +139,7 @@ export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [He
   }
 
   private setState(state: ConnectivityStateValue, error?: SkeinError): void {
-    const previous = this.state;
-    if (previous === state) return;
-    this.state = state;
-    const change: StateChange = { state, previous };
-    if (error !== undefined) change.error = error;
-    this.emit('state', change);
+    changeState(this, state, error);
   }
 
   private setHealth(status: HealthStatusValue | undefined): void {

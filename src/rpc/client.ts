@@ -177,11 +177,7 @@ function connectTarget<M extends MethodMap>(def: ServiceDef<M>, options: ClientO
   const conn = new ClientConnection(options.target, options);
   const base = getCodec(options.codec ?? 'msgpack');
   if (base === undefined) throw createError(ErrorCode.INVALID_OPTIONS, `unknown codec ${options.codec}`);
-  const defaults = {
-    timeout: options.timeout ?? 30000,
-    streamTimeout: options.streamTimeout ?? Infinity,
-    waitForReady: options.waitForReady ?? false,
-  };
+  const defaults = callDefaults(options);
   const interceptors = options.interceptors ?? [];
   const client: Record<string, unknown> = {};
   for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
@@ -249,11 +245,7 @@ function connectChannel<M extends MethodMap>(def: ServiceDef<M>, options: Discov
     if (RESERVED_CHANNEL.has(name)) throw createError(ErrorCode.INVALID_OPTIONS, `method name ${name} is reserved on clients (${[...RESERVED_CHANNEL].join(', ')})`);
   }
   const channel = channelFactory(def.name, options);
-  const defaults: Defaults = {
-    timeout: options.timeout ?? 30000,
-    streamTimeout: options.streamTimeout ?? Infinity,
-    waitForReady: options.waitForReady ?? false,
-  };
+  const defaults = callDefaults(options);
   const interceptors = options.interceptors ?? [];
   const client: Record<string, unknown> = {};
   for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
@@ -313,6 +305,11 @@ function deferredStream(p: Promise<ResponseStream<unknown>>): ResponseStream<unk
     },
     trailers,
   };
+}
+
+/** The per-call defaults of a client (documented on ClientOptions). */
+function callDefaults(options: Pick<ClientOptions, 'timeout' | 'streamTimeout' | 'waitForReady'>): Defaults {
+  return { timeout: options.timeout ?? 30000, streamTimeout: options.streamTimeout ?? Infinity, waitForReady: options.waitForReady ?? false };
 }
 
 interface Defaults {

@@ -17,7 +17,7 @@ import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors
 import { dial } from '../transport/index.js';
 import type { TlsOptions } from '../transport/transport.js';
 import { Backoff, type BackoffOptions } from '../util/backoff.js';
-import { ConnectivityState, stateChanges, type ConnectivityStateValue, type StateChange } from './connectivity.js';
+import { changeState, ConnectivityState, stateChanges, type ConnectivityStateValue, type StateChange } from './connectivity.js';
 import { Session } from './session.js';
 import type { SessionOptions } from './options.js';
 import { armTimer, type CancelTimer } from './timer.js';
@@ -212,11 +212,6 @@ export class ClientConnection extends EventEmitter<{ state: [StateChange] }> {
   }
 
   private setState(state: ConnectivityStateValue, error?: SkeinError): void {
-    const previous = this.state;
-    if (previous === state) return;
-    this.state = state;
-    const change: StateChange = { state, previous };
-    if (error !== undefined) change.error = error;
-    this.emit('state', change);
+    changeState(this, state, error);
   }
 }

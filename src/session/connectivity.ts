@@ -68,3 +68,13 @@ export function stateChanges(source: StateSource): AsyncIterableIterator<StateCh
   };
   return it;
 }
+
+/** Move `holder` to `state` and emit the change as a 'state' event (nothing when unchanged). */
+export function changeState(holder: { state: ConnectivityStateValue; emit(event: 'state', change: StateChange): unknown }, state: ConnectivityStateValue, error?: import('../errors.js').SkeinError): void {
+  const previous = holder.state;
+  if (previous === state) return;
+  holder.state = state;
+  const change: StateChange = { state, previous };
+  if (error !== undefined) change.error = error;
+  holder.emit('state', change);
+}
