@@ -7,21 +7,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ECHO, freePort, runCli, spawnCli, startServe, type Served } from './run.js';
+import type { BenchSummary } from '../../src/cli/bench.js';
 
-interface Summary {
-  ok: number;
-  failed: number;
-  count: number;
-  duration_s: number;
-  rps: number;
-  concurrency: number;
-  p50_ms: number | null;
-  p90_ms: number | null;
-  p99_ms: number | null;
-  max_ms: number | null;
-  failures: Record<string, number>;
-  interrupted: boolean;
-}
+type Summary = BenchSummary;
 
 /** The last non-empty line of stdout, parsed. */
 function lastJson(stdout: string): Summary {

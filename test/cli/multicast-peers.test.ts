@@ -4,22 +4,12 @@
  * other by multicast on one host").
  */
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
 import { after, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ROOT, runCli, startServe, type Served } from './run.js';
+import { freeUdpPort } from '../helpers/udp.js';
 
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = s.address();
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 describe('multicast peers', () => {
   const served: Served[] = [];

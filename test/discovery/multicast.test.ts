@@ -26,23 +26,13 @@ import {
 } from '../../src/discovery/index.js';
 import type { Instance, Resolver, ResolverEvent } from '../../src/discovery/index.js';
 import { waitFor, withTimeout } from '../helpers/wait.js';
+import { freeUdpPort } from '../helpers/udp.js';
 
 setupDiscovery();
 
 const GROUP = '239.255.77.77';
 const INDEX_MODULE = new URL('../../src/discovery/index.js', import.meta.url).href;
 
-/** A UDP port nobody on this host uses right now. */
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = s.address();
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 async function setupGroup(): Promise<{ url: string; port: number; service: string }> {
   const port = await freeUdpPort();
