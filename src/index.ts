@@ -6,6 +6,7 @@
  */
 import { setupBalance } from './balance/index.js';
 import { setupChannel } from './channel/index.js';
+import { setupResilience } from './resilience/index.js';
 import { registerDiscovery, setupDiscovery } from './discovery/index.js';
 import { setup as setupEmbeddedDiscovery } from './discovery/embedded/plugin.js';
 import type { DiscoveryPlugin, Registrar, Resolver } from './discovery/types.js';
@@ -111,6 +112,7 @@ setupEmbeddedDiscovery();
 registerDiscovery(lazyDiscovery('etcd', async () => (await import('./engines/etcd.js')).etcdDiscovery));
 setupBalance();
 setupChannel();
+setupResilience();
 
 export { TokenBucket, rateLimit, bulkhead, Compartment, shed, AimdLimiter, fallback, serverResilience, ResilienceChannel, RETRY_AFTER_TRAILER, RateLimitDefaults, BulkheadDefaults, ShedDefaults, FallbackDefaults } from './resilience/index.js';
 export type { BucketSpec, RateLimitOptions, RateLimitStats, RateLimitInterceptor, BulkheadOptions, BulkheadStats, BulkheadInterceptor, ShedOptions, ShedStats, ShedInterceptor, FallbackFn, FallbackOptions, FallbackStats, FallbackInterceptor, ResilienceEvent, ResilienceChannelName, ServerResilienceOptions } from './resilience/index.js';
@@ -120,5 +122,6 @@ export { breaker, CircuitBreaker, BreakerState, BREAKER_CHANNEL, BreakerDefaults
 export type { BreakerOptions, CircuitBreakerOptions, BreakerStats, BreakerEvent, BreakerInterceptor, BreakerStateValue } from './resilience/index.js';
 export { OutlierDetector, OUTLIER_CHANNEL } from './channel/outlier.js';
 export type { OutlierOptions, OutlierStats, OutlierEvent } from './channel/outlier.js';
-export { hedge, LatencyWindow, HEDGE_CHANNEL, HedgeDefaults } from './resilience/index.js';
+export { hedge, LatencyWindow, HEDGE_CHANNEL, HedgeDefaults, clientResilience, ClientResilienceDefaults, ServerResilienceDefaults } from './resilience/index.js';
+export type { ClientResilienceOptions, ClientMethodResilience, ClientPolicySet } from './resilience/index.js';
 export type { HedgeOptions, HedgePercentileDelay, HedgeStats, HedgeEvent, HedgeInterceptor } from './resilience/index.js';

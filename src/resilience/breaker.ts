@@ -11,14 +11,15 @@
  *                                               │ a probe fails: OPEN again, for twice as long
  *                                               └──────────────────────────────────────────▶
  *
- * While OPEN every call fails at once with UNAVAILABLE (SKEIN_ERR_NOT_READY: no handler ran,
- * so `retry()` may send it again later) and a message saying the circuit is open and when
+ * While OPEN every call fails at once with UNAVAILABLE (SKEIN_ERR_CIRCUIT_OPEN: no handler
+ * ran, so `retry()` may send it again later) and a message saying the circuit is open and when
  * it will probe. HALF_OPEN lets `probes` calls through at once; the rest fail fast.
  *
  * What counts as a failure: a SkeinError whose status is in `failureCodes` (default
- * UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED). Other statuses
- * (INVALID_ARGUMENT, NOT_FOUND, ...) are the server answering, so they count as successes;
- * a call the caller cancelled (CANCELLED) counts as neither.
+ * UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL). Other statuses (INVALID_ARGUMENT, NOT_FOUND,
+ * RESOURCE_EXHAUSTED: a server's limiter asking for less traffic, ...) are the server
+ * answering, so they count as successes; the caller's own cancellation (CANCELLED) and the
+ * client failing fast without a connection (NOT_READY, CONNECT_FAILED) count as neither.
  *
  * The failure-rate window is 10 buckets of `windowMs / 10`: memory is constant whatever
  * the call rate, and the window slides in steps of a tenth.
@@ -77,7 +78,7 @@ export interface CircuitBreakerOptions {
 }
 
 export interface BreakerOptions extends Omit<CircuitBreakerOptions, 'onStateChange'> {
-  /** Statuses counted as failures. @default ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL', 'RESOURCE_EXHAUSTED'] */
+  /** Statuses counted as failures. @default ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] */
   failureCodes?: readonly string[];
   /** One breaker per service, or per method. @default 'service' */
   scope?: 'service' | 'method';
@@ -287,7 +288,11 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
 
   const isFailure = (err: unknown): boolean | undefined => {
     if (!isSkeinError(err)) return true;
-    if (err.code === ErrorCode.CANCELLED) return undefined;
+    // The caller's own cancellation says nothing about the service. Neither does the client
+    // failing fast for want of a connection (NOT_READY, CONNECT_FAILED): the connection
+    // already fails fast while it has none and recovers the moment it has one again, which
+    // an open circuit would only delay. The breaker judges what the service answers.
+    if (err.code === ErrorCode.CANCELLED || err.code === ErrorCode.NOT_READY || err.code === ErrorCode.CONNECT_FAILED) return undefined;
     return failureCodes.has(err.statusName);
   };
 

@@ -128,8 +128,13 @@ export const BreakerDefaults = Object.freeze({
   maxOpenMs: 60_000,
   /** Calls let through at once while half-open. @default 1 */
   probes: 1,
-  /** Statuses that count as failures (others, e.g. INVALID_ARGUMENT or NOT_FOUND, count as successes). @default ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL', 'RESOURCE_EXHAUSTED'] */
-  failureCodes: Object.freeze(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL', 'RESOURCE_EXHAUSTED'] as const) as readonly string[],
+  /**
+   * Statuses that count as failures (others, e.g. INVALID_ARGUMENT or NOT_FOUND, count as
+   * successes). Not RESOURCE_EXHAUSTED: that is a server asking for less traffic (its
+   * limiters, with a retry-after the client honours), not a broken one.
+   * @default ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL']
+   */
+  failureCodes: Object.freeze(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const) as readonly string[],
   /** One breaker per service, or one per method. @default 'service' */
   scope: 'service' as 'service' | 'method',
 });
@@ -168,4 +173,14 @@ export const HedgeDefaults = Object.freeze({
   maxMs: 1000,
   /** Recent successful attempts per method the percentile is taken over. @default 100 */
   window: 100,
+});
+
+/** Which policies a client gets when `connect()` is not told otherwise (src/resilience/client-policy.ts). */
+export const ClientResilienceDefaults = Object.freeze({
+  /** Retries: safe by construction (idempotent methods, or calls no handler saw), within a budget. @default on */
+  retry: true,
+  /** A circuit breaker per service. @default on */
+  breaker: true,
+  /** Hedging sends extra work by design: opt-in per client or method. @default off */
+  hedge: false,
 });

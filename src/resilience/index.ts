@@ -18,3 +18,6 @@ export { breaker, CircuitBreaker, BreakerState, BREAKER_CHANNEL, type BreakerOpt
 export { BreakerDefaults, OutlierDefaults } from './defaults.js';
 export { hedge, LatencyWindow, HEDGE_CHANNEL, type HedgeOptions, type HedgePercentileDelay, type HedgeStats, type HedgeEvent, type HedgeInterceptor } from './hedge.js';
 export { HedgeDefaults } from './defaults.js';
+export { clientResilience, type ClientResilienceOptions, type ClientMethodResilience, type ClientPolicySet } from './client-policy.js';
+export { ClientResilienceDefaults, ServerResilienceDefaults } from './defaults.js';
+export { setupResilience } from './setup.js';

@@ -25,6 +25,7 @@ import { checkMetadata, type EndInfo, type Metadata } from '../wire/payloads.js'
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
 import { InboundQueue } from './inbound.js';
 import { DrainGate, pumpSource } from './outbound.js';
+import { clientPolicies, type ClientPolicyChains, type ClientPolicyOptions } from './policies.js';
 import { compose, type CallOptions, type ClientInterceptor, type ClientMethods, type Invoke, type OutgoingCall, type RequestSource, type ResponseStream } from './types.js';
 
 export interface ClientOptions extends ClientConnectionOptions {
@@ -40,6 +41,12 @@ export interface ClientOptions extends ClientConnectionOptions {
   codec?: 'msgpack' | 'json';
   /** Client interceptors; the first is the outermost. @default [] */
   interceptors?: ClientInterceptor[];
+  /**
+   * The default resilience chain, placed outside `interceptors` (docs/resilience.md):
+   * options for it, or `false` for none. @default retries (idempotent methods, and calls
+   * no handler saw) within a retry budget, and a circuit breaker per service
+   */
+  resilience?: ClientPolicyOptions | false;
   /** Connect right away instead of on the first call. @default true */
   eager?: boolean;
 }
@@ -178,9 +185,10 @@ function connectTarget<M extends MethodMap>(def: ServiceDef<M>, options: ClientO
   const base = getCodec(options.codec ?? 'msgpack');
   if (base === undefined) throw createError(ErrorCode.INVALID_OPTIONS, `unknown codec ${options.codec}`);
   const defaults = callDefaults(options);
-  const interceptors = options.interceptors ?? [];
+  const chains = clientPolicies(def.name, options.resilience);
   const client: Record<string, unknown> = {};
   for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
+    const interceptors = methodInterceptors(chains, options.interceptors, name, mdef);
     if (RESERVED.has(name)) throw createError(ErrorCode.INVALID_OPTIONS, `method name ${name} is reserved on clients (${[...RESERVED].join(', ')})`);
     const rt: MethodRuntime = {
       service: def.name,
@@ -222,6 +230,12 @@ function connectTarget<M extends MethodMap>(def: ServiceDef<M>, options: ClientO
   return client as Client<M>;
 }
 
+/** One method's interceptors: the default policies (outermost), then the user's. */
+function methodInterceptors(chains: ClientPolicyChains | undefined, own: ClientInterceptor[] | undefined, name: string, mdef: MethodDef): ClientInterceptor[] {
+  const policies = chains === undefined ? [] : chains(name, mdef);
+  return own === undefined || own.length === 0 ? policies : [...policies, ...own];
+}
+
 function methodRuntime(def: ServiceDef, name: string, mdef: MethodDef, base: Codec): MethodRuntime {
   return {
     service: def.name,
@@ -246,10 +260,11 @@ function connectChannel<M extends MethodMap>(def: ServiceDef<M>, options: Discov
   }
   const channel = channelFactory(def.name, options);
   const defaults = callDefaults(options);
-  const interceptors = options.interceptors ?? [];
+  const chains = clientPolicies(def.name, options.resilience);
   const client: Record<string, unknown> = {};
   for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
     const rt = methodRuntime(def, name, mdef, base);
+    const interceptors = methodInterceptors(chains, options.interceptors, name, mdef);
     if (interceptors.length === 0) {
       client[name] = (request: unknown, opts?: CallOptions) => invokeRouted(channel, rt, defaults, request, opts ?? {});
     } else {

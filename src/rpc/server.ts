@@ -34,12 +34,19 @@ import { checkMetadata, type CallHead, type Metadata } from '../wire/payloads.js
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
 import { InboundQueue } from './inbound.js';
 import { DrainGate, pumpSource } from './outbound.js';
+import { serverPolicies, type ServerPolicyOptions } from './policies.js';
 import { validate } from './validate.js';
 import { compose, type CallContext, type CallOptions, type Handle, type Handlers, type ImplementedService, type ServerInterceptor } from './types.js';
 
 export interface ServerOptions extends SessionOptions {
   /** Interceptors around every handler; the first is the outermost. @default [] */
   interceptors?: ServerInterceptor[];
+  /**
+   * The default resilience chain, placed outside `interceptors` (docs/resilience.md):
+   * options for it, or `false` for none. @default adaptive load shedding only
+   * (`serverResilience()`: shed on; rate limits, bulkheads and fallbacks off)
+   */
+  resilience?: ServerPolicyOptions | false;
   /** TLS for every listener (cert and key required). */
   tls?: TlsOptions;
   /** Default grace period for `close()`, in ms. @default 10000 */
@@ -131,10 +138,13 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Addresses registered, one per listener (with `discovery`). */
   private readonly advertised: string[] = [];
   private listening = false;
+  /** The default policies, then the user's interceptors: what wraps every handler. */
+  private readonly interceptors: readonly ServerInterceptor[];
 
   constructor(options: ServerOptions = {}) {
     super();
     this.options = Object.freeze({ ...options });
+    this.interceptors = [...serverPolicies(options.resilience), ...(options.interceptors ?? [])];
     this.onError = options.onError ?? ((err, w) => process.stderr.write(`skein: handler ${w.service}.${w.method} failed: ${(err as Error)?.stack ?? String(err)}\n`));
     if (options.ttl !== undefined && !(Number.isFinite(options.ttl) && options.ttl > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `createServer(): ttl must be a positive number of seconds, got ${options.ttl}`);
     if (options.health !== false) {
@@ -154,7 +164,7 @@ export class Server extends EventEmitter<ServerEvents> {
     const { def, handlers } = impl;
     if (this.services.has(def.name)) throw createError(ErrorCode.INVALID_OPTIONS, `service ${def.name} is already added`);
     const methods = new Map<string, MethodEntry>();
-    const interceptors = this.options.interceptors ?? [];
+    const interceptors = this.interceptors;
     for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
       const fn = (handlers as Record<string, (...a: unknown[]) => unknown>)[name]!;
       // Request validation runs innermost, after the interceptors (an auth interceptor answers

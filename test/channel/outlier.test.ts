@@ -100,7 +100,7 @@ function events(): { list: OutlierEvent[] } {
 
 async function channelTo(replicas: Replica[], outlierDetection: Record<string, unknown>) {
   const r = retry({ maxAttempts: 3, backoff: { initialMs: 0, maxMs: 0 } });
-  const client = connect(Store, { discovery: `static://${replicas.map((x) => x.address).join(',')}`, balancer: 'round-robin', interceptors: [r], outlierDetection });
+  const client = connect(Store, { discovery: `static://${replicas.map((x) => x.address).join(',')}`, balancer: 'round-robin', resilience: false, interceptors: [r], outlierDetection });
   cleanup.add(() => client.close());
   await withTimeout(client.ready({ timeout: 5000 }), 5000, 'the channel');
   const channel = (client as unknown as { channel: import('../../src/channel/channel.js').Channel }).channel;

@@ -82,9 +82,10 @@ describe('regressions', () => {
 
   it('stream limit - a stream the server refuses with RESET(REFUSED) fails as SKEIN_ERR_STREAM_LIMIT, safe to retry', async () => {
     // A scripted server: it accepts the handshake, then refuses the first call as over its limit.
+    // No default policies: this is about how the refusal surfaces, not the retry it allows.
     const peer = await startFakePeer();
     cleanup.add(() => peer.close());
-    const client = cleanup.client(Svc, { target: peer.address });
+    const client = cleanup.client(Svc, { target: peer.address, resilience: false });
     const conn = await peer.nextConnection();
     await conn.waitFor((b) => b.length > PREFACE.length + HEADER_SIZE);
     const ack = { codecs: ['msgpack'], compression: null, maxFrameSize: 65536, streamWindow: 65536, connectionWindow: 1 << 20, heartbeatMs: 0, maxConcurrentStreams: 100 };

@@ -144,7 +144,7 @@ describe('circuit breaker over TCP', () => {
     diagnostics.subscribe(BREAKER_CHANNEL, onEvent);
     cleanup.add(() => diagnostics.unsubscribe(BREAKER_CHANNEL, onEvent));
     const br = breaker({ consecutiveFailures: 5, openMs: 1000, clock });
-    const client = cleanup.client(Flaky, { target: `127.0.0.1:${port}`, interceptors: [br] });
+    const client = cleanup.client(Flaky, { target: `127.0.0.1:${port}`, resilience: false, interceptors: [br] });
 
     // NOT_FOUND is the server answering: never opens the circuit.
     for (let i = 0; i < 10; i++) await rejection(client.find({ id: 'x' }, { timeout: 5000 }));
@@ -188,7 +188,7 @@ describe('circuit breaker over TCP', () => {
     );
     const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
     const br = breaker({ consecutiveFailures: 2, scope: 'method', clock: new FakeClock() });
-    const client = cleanup.client(Flaky, { target: `127.0.0.1:${port}`, interceptors: [br] });
+    const client = cleanup.client(Flaky, { target: `127.0.0.1:${port}`, resilience: false, interceptors: [br] });
     for (let i = 0; i < 3; i++) await rejection(client.get({ id: 'x' }, { timeout: 5000 }));
     assert.equal(br.stats().states['breaker-flaky.get'], BreakerState.OPEN);
     assert.deepEqual(await withTimeout(client.find({ id: 'y' }, { timeout: 5000 }), 5000, 'find'), { id: 'y' });

@@ -56,7 +56,7 @@ async function twoServers(t: Tally, interceptor: ReturnType<typeof hedge>) {
     const b = await s.listen({ host: '127.0.0.1', port: 0 });
     addresses.push(`127.0.0.1:${b.port}`);
   }
-  const client = connect(Store, { discovery: `static://${addresses.join(',')}`, balancer: 'round-robin', interceptors: [interceptor] });
+  const client = connect(Store, { discovery: `static://${addresses.join(',')}`, balancer: 'round-robin', resilience: false, interceptors: [interceptor] });
   cleanup.add(() => client.close());
   cleanup.add(() => t.release.resolve());
   await withTimeout(client.ready({ timeout: 5000 }), 5000, 'the channel');

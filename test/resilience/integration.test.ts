@@ -85,9 +85,9 @@ after(() => cleanup.run());
 
 async function start(interceptors: ServerInterceptor[]) {
   const probe = new Probe();
-  const server = cleanup.server({ interceptors }).add(impl(probe));
+  const server = cleanup.server({ resilience: false, interceptors }).add(impl(probe));
   const { target } = await listenOn(server, 'tcp');
-  return { probe, server, client: cleanup.client(Res, { target }) };
+  return { probe, server, client: cleanup.client(Res, { target, resilience: false }) };
 }
 
 describe('resilience over TCP', () => {

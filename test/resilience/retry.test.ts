@@ -81,7 +81,7 @@ describe('client retries over TCP', () => {
     t.failGets = 1;
     const { address } = await serve(t, 'a');
     const r = retry();
-    const client = cleanup.client(Store, { target: address, interceptors: [r] });
+    const client = cleanup.client(Store, { target: address, resilience: false, interceptors: [r] });
     const res = await withTimeout(client.get({ id: 'x' }, { timeout: 5000 }), 5000, 'the get');
     assert.deepEqual(res, { id: 'x', by: 'a' });
     assert.equal(t.gets, 2);
@@ -93,7 +93,7 @@ describe('client retries over TCP', () => {
     const t = new Tally();
     const { address } = await serve(t, 'a');
     const r = retry();
-    const client = cleanup.client(Store, { target: address, interceptors: [r] });
+    const client = cleanup.client(Store, { target: address, resilience: false, interceptors: [r] });
     const err = await rejection(client.put({ id: 'p1', fail: true }, { timeout: 5000 }));
     assert.equal(err.statusName, 'UNAVAILABLE');
     assert.equal(t.puts.get('p1'), 1);
@@ -107,7 +107,7 @@ describe('client retries over TCP', () => {
     const ev = listen();
     try {
       const r = retry({ maxAttempts: 5 });
-      const client = cleanup.client(Store, { target: address, interceptors: [r] });
+      const client = cleanup.client(Store, { target: address, resilience: false, interceptors: [r] });
       await withTimeout(client.put({ id: 'p1' }, { timeout: 5000 }), 5000, 'the first put');
       const res = await withTimeout(client.put({ id: 'p2' }, { timeout: 5000 }), 5000, 'the second put');
       assert.equal(res.id, 'p2');
@@ -129,7 +129,7 @@ describe('client retries over TCP', () => {
     const a = await serve(t, 'a');
     const b = await serve(t, 'b');
     const r = retry();
-    const client = connect(Store, { discovery: `static://${a.address},${b.address}`, balancer: 'round-robin', interceptors: [r] });
+    const client = connect(Store, { discovery: `static://${a.address},${b.address}`, balancer: 'round-robin', resilience: false, interceptors: [r] });
     cleanup.add(() => client.close());
     await withTimeout(client.ready({ timeout: 5000 }), 5000, 'the channel');
     await readyInstances(client.channel, 2);
@@ -149,7 +149,7 @@ describe('client retries over TCP', () => {
     const { address } = await serve(t, 'a');
     // Time stands still for the budget: only its first second's 10 retries plus 20 % of calls.
     const r = retry({ budget: retryBudget({ clock: new FakeClock() }), backoff: { initialMs: 0, maxMs: 0 } });
-    const client = cleanup.client(Store, { target: address, interceptors: [r] });
+    const client = cleanup.client(Store, { target: address, resilience: false, interceptors: [r] });
     const calls = 60;
     for (let i = 0; i < calls; i++) await rejection(client.get({ id: `g${i}` }, { timeout: 5000 }));
     const retries = t.gets - calls;
@@ -185,7 +185,7 @@ describe('client retries across three replicas (static discovery, round-robin)',
         }),
       );
       const r = retry({ maxAttempts: 2 });
-      const client = connect(Store, { discovery: `static://${servers.join(',')}`, balancer, interceptors: [r] });
+      const client = connect(Store, { discovery: `static://${servers.join(',')}`, balancer, resilience: false, interceptors: [r] });
       cleanup.add(() => client.close());
       await withTimeout(client.ready({ timeout: 5000 }), 5000, 'the channel');
       await readyInstances(client.channel, 3);
@@ -201,7 +201,7 @@ describe('client retries across three replicas (static discovery, round-robin)',
     const t = new Tally();
     const servers = [await serve(t, 'a'), await serve(t, 'b'), await serve(t, 'c')];
     const r = retry({ maxAttempts: 3 });
-    const client = connect(Store, { discovery: `static://${servers.map((s) => s.address).join(',')}`, balancer: 'round-robin', interceptors: [r] });
+    const client = connect(Store, { discovery: `static://${servers.map((s) => s.address).join(',')}`, balancer: 'round-robin', resilience: false, interceptors: [r] });
     cleanup.add(() => client.close());
     await withTimeout(client.ready({ timeout: 5000 }), 5000, 'the channel');
     await readyInstances(client.channel, 3);
