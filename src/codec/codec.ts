@@ -12,11 +12,13 @@ export const CodecId = {
   MSGPACK: 1,
   JSON: 2,
   PROTOBUF: 3,
+  /** Raw bytes: the message is its bytes (methods declared `raw: true`). */
+  BYTES: 4,
 } as const;
 export type CodecIdValue = (typeof CodecId)[keyof typeof CodecId];
 
 export interface Codec<T = unknown> {
-  /** Name used in the handshake and in options: 'msgpack' | 'json' | 'protobuf'. */
+  /** Name used in the handshake and in options: 'msgpack' | 'json' | 'protobuf' | 'bytes'. */
   readonly name: string;
   readonly id: CodecIdValue;
   /** Encode one message. Throws SkeinError(SKEIN_ERR_CODEC) on values it cannot encode. */

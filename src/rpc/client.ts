@@ -14,7 +14,7 @@
  * without a bound.
  */
 import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors.js';
-import { CodecId, getCodec, type Codec } from '../codec/index.js';
+import { bytesCodec, CodecId, getCodec, type Codec } from '../codec/index.js';
 import { ClientConnection, type ClientConnectionOptions, type GetSessionOptions } from '../session/client-connection.js';
 import type { ConnectivityStateValue, StateChange } from '../session/connectivity.js';
 import type { OpenStreamHead, Session } from '../session/session.js';
@@ -195,9 +195,9 @@ function connectTarget<M extends MethodMap>(def: ServiceDef<M>, options: ClientO
       method: name,
       def: mdef,
       path: def.paths[name as keyof M & string],
-      codecId: mdef.protobuf !== undefined ? CodecId.PROTOBUF : base.id,
-      reqCodec: mdef.protobuf?.request ?? base,
-      resCodec: mdef.protobuf?.response ?? base,
+      codecId: mdef.protobuf !== undefined ? CodecId.PROTOBUF : mdef.raw ? CodecId.BYTES : base.id,
+      reqCodec: mdef.protobuf?.request ?? (mdef.raw ? (bytesCodec as Codec) : base),
+      resCodec: mdef.protobuf?.response ?? (mdef.raw ? (bytesCodec as Codec) : base),
     };
     const direct: Invoke = (call) => invoke(conn, rt, defaults, call.request, call.options);
     if (interceptors.length === 0) {
@@ -242,9 +242,9 @@ function methodRuntime(def: ServiceDef, name: string, mdef: MethodDef, base: Cod
     method: name,
     def: mdef,
     path: def.paths[name]!,
-    codecId: mdef.protobuf !== undefined ? CodecId.PROTOBUF : base.id,
-    reqCodec: mdef.protobuf?.request ?? base,
-    resCodec: mdef.protobuf?.response ?? base,
+    codecId: mdef.protobuf !== undefined ? CodecId.PROTOBUF : mdef.raw ? CodecId.BYTES : base.id,
+    reqCodec: mdef.protobuf?.request ?? (mdef.raw ? (bytesCodec as Codec) : base),
+    resCodec: mdef.protobuf?.response ?? (mdef.raw ? (bytesCodec as Codec) : base),
   };
 }
 

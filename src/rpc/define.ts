@@ -40,6 +40,12 @@ export interface MethodOptions<I extends StandardSchemaV1 | undefined = undefine
    * connection's codec (MessagePack by default) is used.
    */
   protobuf?: { request: Codec; response: Codec };
+  /**
+   * Binary messages sent as they are (codec id 4, `bytes`): requests and replies are
+   * Buffers (or Uint8Arrays when sending), with no encoding and no copy — file chunks,
+   * byte streams. Not together with `protobuf`. @default false
+   */
+  raw?: boolean;
 }
 
 /**
@@ -52,6 +58,8 @@ export interface MethodDef<K extends MethodKindValue = MethodKindValue, Req = an
   readonly input: StandardSchemaV1 | undefined;
   readonly output: StandardSchemaV1 | undefined;
   readonly protobuf: { request: Codec; response: Codec } | undefined;
+  /** Messages are raw bytes (codec id 4). */
+  readonly raw: boolean;
   /** Phantom field carrying the types; never set at run time. */
   readonly __types?: { req: Req; res: Res; hreq: HReq; hres: HRes };
 }
@@ -63,7 +71,8 @@ function method<K extends MethodKindValue>(kind: K, o: MethodOptions<any, any> |
   const opts = o ?? {};
   if (opts.input !== undefined && typeof opts.input?.['~standard']?.validate !== 'function') throw createError(ErrorCode.INVALID_OPTIONS, 'input must be a Standard Schema (zod, valibot, ...)');
   if (opts.output !== undefined && typeof opts.output?.['~standard']?.validate !== 'function') throw createError(ErrorCode.INVALID_OPTIONS, 'output must be a Standard Schema (zod, valibot, ...)');
-  return Object.freeze({ kind, idempotent: opts.idempotent === true, input: opts.input, output: opts.output, protobuf: opts.protobuf });
+  if (opts.raw === true && opts.protobuf !== undefined) throw createError(ErrorCode.INVALID_OPTIONS, 'a method is either raw or protobuf, not both');
+  return Object.freeze({ kind, idempotent: opts.idempotent === true, input: opts.input, output: opts.output, protobuf: opts.protobuf, raw: opts.raw === true });
 }
 
 /** One request, one reply. */

@@ -20,7 +20,7 @@
 import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
 import { createError, ErrorCode, isSkeinError, Status, statusName, type SkeinError } from '../errors.js';
-import { CodecId, getCodec, type Codec } from '../codec/index.js';
+import { bytesCodec, CodecId, getCodec, type Codec } from '../codec/index.js';
 import { formatAddress, getTransport } from '../transport/index.js';
 import { registrarFor } from '../discovery/registry.js';
 import type { Instance, Registrar, Registration } from '../discovery/types.js';
@@ -332,9 +332,12 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 }
 
+const RAW_CODECS = Object.freeze({ req: bytesCodec as Codec, res: bytesCodec as Codec });
+
 function codecsFor(def: MethodDef, codecId: number): { req: Codec; res: Codec } | undefined {
   if (def.protobuf !== undefined) return codecId === CodecId.PROTOBUF ? { req: def.protobuf.request, res: def.protobuf.response } : undefined;
-  if (codecId === CodecId.PROTOBUF) return undefined;
+  if (def.raw) return codecId === CodecId.BYTES ? RAW_CODECS : undefined;
+  if (codecId === CodecId.PROTOBUF || codecId === CodecId.BYTES) return undefined;
   const c = getCodec(codecId);
   return c === undefined ? undefined : { req: c, res: c };
 }
