@@ -15,7 +15,7 @@ import { Option, type Command } from 'commander';
 import { connect, createError, ErrorCode, pickerNames, type CallOptions, type ClientInterceptor, type ClientOptions, type DiscoveryClientOptions, type Metadata, type ResponseStream, type ServiceDef, type StateChange } from '../index.js';
 import { MethodKind } from '../rpc/define.js';
 import { ROUTE_HINT, type RouteHint } from '../rpc/types.js';
-import { retry, type RetryEvent } from '../resilience/index.js';
+import { breaker, retry, type RetryEvent } from '../resilience/index.js';
 import { collectMeta, discoveryOption, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, runtimeDef, toJsonLine, UsageError, where, writeLine } from './util.js';
 
 interface CallFlags {
@@ -54,10 +54,11 @@ Replies: one JSON line per message on stdout. Binary values (MessagePack bin) pr
 base64 strings, 64-bit integers beyond 2^53 as decimal strings, dates as ISO strings.
 --verbose: print on stderr the decisions taken for the call, one line each: the instance
 that answered, every resilience event (retry, breaker, outlier, hedge, shed, rate-limit,
-bulkhead) and the channel's state changes. With --verbose the call goes through retry()
-(failures that never reached a handler are retried, on another instance when there is
-one) when the request is the JSON argument; the replies are then printed when the call
-ends. Requests read from stdin are not retried.
+bulkhead) and the channel's state changes. Every call goes through the client's default
+policies (retries of what is safe to retry, a circuit breaker: docs/resilience.md). With
+--verbose a bidi call whose request is the JSON argument is retried too (as a replayable
+client stream); its replies are then printed when the call ends. Requests read from stdin
+are not retried.
 A JSON argument that starts with "-" goes after "--": skein call svc.m -t H:P -- -1
 On failure: "STATUS: message" on stderr (e.g. "DEADLINE_EXCEEDED: ..."), exit status 1.
 Bad arguments or bad JSON input: exit status 2.`;
@@ -78,7 +79,7 @@ export function registerCall(program: Command): void {
     .option('--tls-key <file>', 'private key for --tls-cert')
     .option('--json-codec', 'encode messages as JSON on the wire instead of MessagePack')
     .option('--balancer <name>', 'balancing policy for --discovery (e.g. round-robin)')
-    .option('-v, --verbose', 'print the decisions taken for the call on stderr (installs retry())')
+    .option('-v, --verbose', 'print the decisions taken for the call on stderr')
     .addHelpText('after', EXAMPLES)
     .action((path: string, json: string | undefined, flags: CallFlags, cmd: Command) => call(path, json, flags, cmd));
 }
@@ -101,7 +102,10 @@ async function call(path: string, json: string | undefined, flags: CallFlags, cm
       if (!pickerNames().includes(flags.balancer)) throw new UsageError(`--balancer: unknown balancer ${JSON.stringify(flags.balancer)} (registered: ${pickerNames().join(', ')})`);
       (options as DiscoveryClientOptions).balancer = flags.balancer;
     }
-    if (flags.verbose === true) options.interceptors = verboseInterceptors();
+    if (flags.verbose === true) {
+      options.resilience = false;
+      options.interceptors = verboseInterceptors();
+    }
     if (json !== undefined && json !== '-') requests = [parseJson(json, 'the request argument')];
     else {
       if (process.stdin.isTTY) log('skein call: reading NDJSON requests from stdin (one per line; end with Ctrl-D)');
@@ -200,7 +204,9 @@ function verboseInterceptors(): ClientInterceptor[] {
     for await (const r of next({ ...call, kind: MethodKind.BIDI }) as ResponseStream<unknown>) replies.push(r);
     return replies;
   };
-  return [asClientStream, retry(), backToBidi];
+  // In place of the default chain (which passes bidi calls through): the same policies
+  // between the two adapters, so a bidi call with its one JSON request is retried too.
+  return [asClientStream, retry(), breaker(), backToBidi];
 }
 
 function streamOf(all: Promise<unknown[]>): ResponseStream<unknown> {

@@ -6,8 +6,9 @@
  * that finds them through it (`connect(Def, { discovery })`). It shows the calls spreading
  * over the replicas (round-robin), then SIGKILLs one replica while calls run and shows the
  * traffic moving on to the other two — and the registry dropping the dead one once its
- * lease expires. Calls in flight on the killed replica fail (retries arrive with the
- * balancing and resilience issue); the demo counts them honestly.
+ * lease expires. Calls in flight on the killed replica are retried on the others by the
+ * client's default policies (the method is idempotent); the demo counts the retries, and
+ * any call that still failed, honestly.
  *
  * The call shapes (STEPS): a server in this process with the echo service (the one in
  * examples/echo.js), a client over TCP on 127.0.0.1: the four call shapes, a deadline, a
@@ -19,9 +20,10 @@
  * after cleanup.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import diagnostics from 'node:diagnostics_channel';
 import { EventEmitter, once } from 'node:events';
 import type { Command } from 'commander';
-import { bidi, clientStream, connect, createServer, implement, openRegistry, pushable, serverStream, service, unary, type ChannelClient, type Client, type Registry, type ServerInterceptor, type Subchannel } from '../index.js';
+import { bidi, clientStream, connect, createServer, implement, openRegistry, pushable, RETRY_CHANNEL, serverStream, service, unary, type ChannelClient, type Client, type Registry, type RetryEvent, type ServerInterceptor, type Subchannel } from '../index.js';
 import { exit, ExitCode, type ExitCodeValue, formatError, intOption, toJsonLine } from './util.js';
 
 // The echo service of examples/echo.js, defined here so the demo has no file to find.
@@ -363,6 +365,13 @@ export const DISCOVERY_STEPS: DiscoveryStep[] = [
         };
         channel.on('remove', onRemove);
       });
+      // The client's default policies retry the idempotent calls that were in flight on the
+      // victim (on another replica): count those decisions.
+      let retried = 0;
+      const onRetry = (e: unknown): void => {
+        if ((e as RetryEvent).reason !== 'budget-exhausted') retried++;
+      };
+      diagnostics.subscribe(RETRY_CHANNEL, onRetry);
       let stop = false;
       // Four callers, each pacing its calls (1 ms apart) so the kill lands mid-traffic.
       const worker = async (): Promise<void> => {
@@ -387,15 +396,17 @@ export const DISCOVERY_STEPS: DiscoveryStep[] = [
       await new Promise((r) => setTimeout(r, 800));
       stop = true;
       await Promise.all(workers);
+      diagnostics.unsubscribe(RETRY_CHANNEL, onRetry);
       if ((phase as string) !== 'after') throw new Error(`the client did not see ${victim.name}'s connection drop within 800 ms`);
       const dying = [...tally.dying.values()].reduce((a, b) => a + b, 0);
       say(`the client saw ${victim.name}'s connection drop ${droppedAt - killedAt} ms after the kill and stopped picking it${dying > 0 ? ` (${dying} replies came in between: ${counts(tally.dying, names)})` : ''}`);
       say(`replies after that: ${counts(tally.after, names)}`);
       const failed = [...failures.values()].reduce((a, b) => a + b, 0);
+      say(`calls retried on another replica by the client's default policy (echo.say is idempotent): ${retried}`);
       say(
         failed === 0
           ? 'calls that did not get a reply: 0'
-          : `calls that did not get a reply: ${failed} (${[...failures].map(([st, n]) => `${n} ${st}`).join(', ')}): in flight on ${victim.name} when it died; retries of idempotent calls come with the next issue`,
+          : `calls that did not get a reply: ${failed} (${[...failures].map(([st, n]) => `${n} ${st}`).join(', ')}): in flight on ${victim.name} when it died, and not retried (deadline or retry budget)`,
       );
       if ((tally.after.get(victim.name) ?? 0) > 0) throw new Error(`${victim.name} answered after its connection dropped`);
       const goneAt = await Promise.race([removed, new Promise<undefined>((r) => setTimeout(r, (REPLICA_TTL + 2) * 1000, undefined))]);
