@@ -63,6 +63,8 @@ export { registerPicker, pickerFor, pickerNames, roundRobin, weighted, leastInfl
 export type { Picker, PickerBuilder, PickerOptions, PickerSubchannel, PickInfo, PickResult, CallOutcome, LoadReport } from './balance/index.js';
 export { Health, HealthStatus, HealthService, HEALTH_SERVICE } from './observe/index.js';
 export type { HealthStatusValue, HealthRequest, HealthReply } from './observe/index.js';
+export { LoadSampler, processLoadSource, DEFAULT_LOAD_REPORT_MS } from './observe/index.js';
+export type { LoadSample, LoadSource, LoadSamplerOptions } from './observe/index.js';
 export { registerDiscovery, unregisterDiscovery, discoverySchemes, discoveryFor, resolverFor, registrarFor, parseDiscoveryUrl, setupDiscovery } from './discovery/index.js';
 export type { Instance, Resolver, ResolverEvent, Registrar, Registration, RegisterOptions, DiscoveryPlugin, RegisterDiscoveryOptions } from './discovery/index.js';
 export { embeddedDiscovery, openRegistry, Registry } from './discovery/embedded/index.js';
@@ -122,6 +124,6 @@ export { breaker, CircuitBreaker, BreakerState, BREAKER_CHANNEL, BreakerDefaults
 export type { BreakerOptions, CircuitBreakerOptions, BreakerStats, BreakerEvent, BreakerInterceptor, BreakerStateValue } from './resilience/index.js';
 export { OutlierDetector, OUTLIER_CHANNEL } from './channel/outlier.js';
 export type { OutlierOptions, OutlierStats, OutlierEvent } from './channel/outlier.js';
-export { hedge, LatencyWindow, HEDGE_CHANNEL, HedgeDefaults, clientResilience, ClientResilienceDefaults, ServerResilienceDefaults } from './resilience/index.js';
-export type { ClientResilienceOptions, ClientMethodResilience, ClientPolicySet } from './resilience/index.js';
+export { hedge, LatencyWindow, HEDGE_CHANNEL, HedgeDefaults, clientResilience, ClientResilienceDefaults, ServerResilienceDefaults, clientBulkhead, CLIENT_BULKHEAD_CHANNEL, ClientBulkheadDefaults } from './resilience/index.js';
+export type { ClientResilienceOptions, ClientMethodResilience, ClientPolicySet, ClientBulkheadOptions, ClientBulkheadStats, ClientBulkheadEvent, ClientBulkheadInterceptor } from './resilience/index.js';
 export type { HedgeOptions, HedgePercentileDelay, HedgeStats, HedgeEvent, HedgeInterceptor } from './resilience/index.js';

@@ -20,15 +20,21 @@
  * client sending everything to the instance that looked idle at the last report would
  * overload it until the next one (herding).
  *
- * Without reports: a report older than `maxAgeMs` (10000; against `Date.now()`, or
- * `config.now()`) counts as missing. A subchannel without one gets the mean weight of those
- * with one; when none has one — the channel does not fill `load` yet — the picker behaves
- * exactly as `least-inflight`.
+ * Where reports come from: the builder says `usesLoad`, so the channel asks every
+ * instance's `skein.health.watch` for a report every `loadReportMs` (1000; ≥ 100) and stores
+ * each as `subchannel.load`, `at` being when it arrived (src/observe/load.ts for what the
+ * server measures).
+ *
+ * Without reports: a report older than `maxAgeMs` (3 × `loadReportMs`, i.e. three missed
+ * reports; against `Date.now()`, or `config.now()`) counts as missing. A subchannel without
+ * one (its server sends none: an older server, `health: false`) gets the mean weight of
+ * those with one; when none has one the picker behaves exactly as `least-inflight`.
  */
 import { createError, ErrorCode } from '../errors.js';
 import type { LoadReport, Picker, PickerBuilder, PickerOptions, PickerSubchannel, PickResult, RandomSource } from './picker.js';
 import { configNumber, configRandom, registerPicker } from './picker.js';
 import { LeastInflightPicker, rotationStart } from './picker-least-inflight.js';
+import { DEFAULT_LOAD_REPORT_MS, MIN_LOAD_REPORT_MS } from '../observe/load.js';
 
 /** Keeps an idle server's weight finite. */
 const EPSILON = 0.01;
@@ -39,6 +45,7 @@ export interface LoadConfig {
   beta: number;
   gamma: number;
   scoreWeights: { cpu: number; mem: number; latency: number; requests: number };
+  loadReportMs: number;
   maxAgeMs: number;
   random: RandomSource;
   now: () => number;
@@ -56,13 +63,15 @@ function resolveConfig(options: PickerOptions): LoadConfig {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw createError(ErrorCode.INVALID_OPTIONS, `balancerConfig.scoreWeights.${k}: expected a number >= 0, got ${JSON.stringify(v)}`);
     scoreWeights[k] = v;
   }
+  const loadReportMs = loadReportMsOf(options);
   return Object.freeze({
     mode,
     alpha: configNumber(options, 'alpha', 1),
     beta: configNumber(options, 'beta', 1),
     gamma: configNumber(options, 'gamma', 0.1),
     scoreWeights: Object.freeze(scoreWeights),
-    maxAgeMs: configNumber(options, 'maxAgeMs', 10_000),
+    loadReportMs,
+    maxAgeMs: configNumber(options, 'maxAgeMs', STALE_REPORTS * loadReportMs),
     random: configRandom(options),
     now: typeof c.now === 'function' ? (c.now as () => number) : Date.now,
   });
@@ -155,8 +164,20 @@ function usable(r: LoadReport | undefined, oldest: number): r is LoadReport {
   return r !== undefined && r.at >= oldest && Number.isFinite(r.cpu) && Number.isFinite(r.mem) && Number.isFinite(r.inflight) && Number.isFinite(r.latencyMs);
 }
 
+/** A report is stale (by default) after this many report intervals without a newer one. */
+export const STALE_REPORTS = 3;
+
+/**
+ * `balancerConfig.loadReportMs`: how often the channel asks each server for a load report,
+ * ms (≥ 100). @default 1000. SKEIN_ERR_INVALID_OPTIONS for a bad value.
+ */
+export function loadReportMsOf(options: PickerOptions | undefined): number {
+  return configNumber(options, 'loadReportMs', DEFAULT_LOAD_REPORT_MS, MIN_LOAD_REPORT_MS);
+}
+
 export const load: PickerBuilder = Object.freeze({
   name: 'load',
+  usesLoad: true,
   build(ready: readonly PickerSubchannel[], options: PickerOptions, previous: Picker | undefined): Picker {
     const config = resolveConfig(options);
     const prev = previous instanceof LoadPicker ? previous.fallback : previous;

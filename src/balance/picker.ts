@@ -40,8 +40,9 @@ export interface PickerSubchannel {
   /** Calls picked for this subchannel and not finished yet. */
   readonly inflight: number;
   /**
-   * The instance's last load report, when its server sends them (the `load` picker reads
-   * it). Optional: the channel does not fill it yet, and pickers must work without it.
+   * The instance's last load report, when its server sends them: the channel asks for
+   * reports (on the instance's health watch) when its picker sets `usesLoad`. Optional:
+   * older servers send none, and pickers must work without it.
    */
   readonly load?: LoadReport | undefined;
 }
@@ -116,6 +117,12 @@ export interface PickerBuilder {
    * Optional: builders without settings leave it out.
    */
   validate?(options: PickerOptions): void;
+  /**
+   * The pickers read `subchannel.load`: the channel then asks each instance's health watch
+   * for load reports (every `balancerConfig.loadReportMs`, docs/balancing.md §load).
+   * @default false (no load reports asked for)
+   */
+  readonly usesLoad?: boolean;
 }
 
 const builders = new Map<string, PickerBuilder>();

@@ -31,6 +31,7 @@
 import { EventEmitter } from 'node:events';
 import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors.js';
 import { pickerFor, type CallOutcome, type Picker, type PickerBuilder, type PickInfo, type PickResult } from '../balance/picker.js';
+import { loadReportMsOf } from '../balance/picker-load.js';
 import { parseDiscoveryUrl, resolverFor } from '../discovery/registry.js';
 import type { Instance, Resolver, ResolverEvent } from '../discovery/types.js';
 import { setChannelFactory, type CallRouter, type DiscoveryClientOptions, type Route } from '../rpc/client.js';
@@ -131,6 +132,8 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
     if (options.connectTimeoutMs !== undefined) sub.connectTimeoutMs = options.connectTimeoutMs;
     if (options.backoff !== undefined) sub.backoff = options.backoff;
     if (options.healthCheck !== false) sub.healthService = service;
+    // Load reports (docs/balancing.md §load): only for a picker that reads them.
+    if (this.builder.usesLoad === true) sub.loadReportMs = loadReportMsOf({ config: this.config });
     this.subOptions = sub;
     // Outlier ejection: on by default.
     const od = options.outlierDetection;

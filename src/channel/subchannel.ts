@@ -15,20 +15,33 @@
  * subchannel when the resolver says so). Health is watched over the same connection, one
  * `skein.health.watch` stream per connection; a server without the health service
  * (UNIMPLEMENTED) counts as SERVING.
+ *
+ * Load reports (the `load` picker): with `loadReportMs` the watch asks for them
+ * (`{ service, loadReportMs }`), and every reply that carries a `load` becomes
+ * `subchannel.load` (`at` = when it arrived; a 'load' event follows). The report is dropped
+ * when the connection leaves READY; the picker ignores one older than its `maxAgeMs`
+ * (3 intervals by default). A server that does not send reports (older, or no health
+ * service) leaves `load` undefined. With health checking off but `loadReportMs` set, the
+ * watch (of '') still runs, for the reports only: its statuses are ignored.
  */
 import { EventEmitter } from 'node:events';
 import { isSkeinError, Status, type SkeinError } from '../errors.js';
 import type { Instance } from '../discovery/types.js';
-import { weightOf, type PickerSubchannel } from '../balance/picker.js';
-import { Health, HealthStatus, type HealthStatusValue } from '../observe/health.js';
+import { weightOf, type LoadReport, type PickerSubchannel } from '../balance/picker.js';
+import { Health, HealthStatus, type HealthRequest, type HealthStatusValue } from '../observe/health.js';
 import { clientOver } from '../rpc/client.js';
 import type { ClientMethods } from '../rpc/types.js';
 import { ClientConnection, type ClientConnectionOptions } from '../session/client-connection.js';
 import { changeState, ConnectivityState, type ConnectivityStateValue, type StateChange } from '../session/connectivity.js';
 
 export interface SubchannelOptions extends ClientConnectionOptions {
-  /** The service whose health to watch; undefined turns health checking off. */
+  /** The service whose health to watch; undefined turns health checking off. @default none */
   healthService?: string;
+  /**
+   * Ask the instance's health watch for a load report every this many ms (the server raises
+   * it to at least 100) and keep the latest as `load`. @default none (no load reports)
+   */
+  loadReportMs?: number;
 }
 
 /** Calls that went through one subchannel. */
@@ -43,7 +56,7 @@ export interface SubchannelCounters {
 /** How long to wait before re-opening a health watch that failed on a live connection. */
 const HEALTH_RETRY_MS = 1000;
 
-export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [HealthStatusValue | undefined] }> implements PickerSubchannel {
+export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [HealthStatusValue | undefined]; load: [LoadReport] }> implements PickerSubchannel {
   readonly id: string;
   readonly address: string;
   readonly connection: ClientConnection;
@@ -58,6 +71,13 @@ export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [He
    * the first answer (or with health checking off).
    */
   health: HealthStatusValue | undefined;
+  /**
+   * The instance's last load report (with `loadReportMs`), `at` = when it arrived
+   * (`Date.now()`); undefined before the first and while not connected.
+   */
+  load: LoadReport | undefined;
+  /** How often load reports are asked for, ms; undefined: not asked for. */
+  readonly loadReportMs: number | undefined;
   private readonly healthService: string | undefined;
   private healthClient: ClientMethods<typeof Health.methods> | undefined;
   private healthWatch: AbortController | undefined;
@@ -77,7 +97,8 @@ export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [He
     this.address = instance.address;
     this.weight = weightOf(instance);
     this.healthService = options.healthService;
-    const { healthService: _h, ...connOptions } = options;
+    this.loadReportMs = options.loadReportMs;
+    const { healthService: _h, loadReportMs: _l, ...connOptions } = options;
     this.connection = new ClientConnection(instance.address, connOptions);
     this.connection.on('state', this.onConnState);
   }
@@ -118,9 +139,10 @@ export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [He
     if (c.state !== ConnectivityState.READY) {
       this.stopHealth();
       this.health = undefined;
+      this.load = undefined;
       this.healthUnavailable = false;
     }
-    if (c.state === ConnectivityState.READY && this.healthService !== undefined) this.startHealth();
+    if (c.state === ConnectivityState.READY && (this.healthService !== undefined || this.loadReportMs !== undefined)) this.startHealth();
     // Drained by the server: dial again (after this event has reached every listener).
     if (c.state === ConnectivityState.IDLE) queueMicrotask(() => this.connect());
     this.refresh(c.error);
@@ -164,11 +186,22 @@ export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [He
   }
 
   private async watchHealth(ac: AbortController): Promise<void> {
+    const request: HealthRequest = { service: this.healthService ?? '' };
+    if (this.loadReportMs !== undefined) request.loadReportMs = this.loadReportMs;
     try {
-      for await (const reply of this.healthClient!.watch({ service: this.healthService! }, { signal: ac.signal })) {
+      for await (const reply of this.healthClient!.watch(request, { signal: ac.signal })) {
         if (ac.signal.aborted) return;
-        const s = reply?.status;
-        this.setHealth(s === HealthStatus.SERVING || s === HealthStatus.NOT_SERVING || s === HealthStatus.SERVICE_UNKNOWN ? s : HealthStatus.NOT_SERVING);
+        if (this.healthService !== undefined) {
+          const s = reply?.status;
+          this.setHealth(s === HealthStatus.SERVING || s === HealthStatus.NOT_SERVING || s === HealthStatus.SERVICE_UNKNOWN ? s : HealthStatus.NOT_SERVING);
+        }
+        if (reply?.load !== undefined && this.loadReportMs !== undefined) {
+          const report = loadReport(reply.load, Date.now());
+          if (report !== undefined) {
+            this.load = report;
+            this.emit('load', report);
+          }
+        }
       }
       // Ended with OK: the server is going away (it ends watches after NOT_SERVING). Keep
       // the last status; the connection's own state change follows.
@@ -191,4 +224,16 @@ export class Subchannel extends EventEmitter<{ state: [StateChange]; health: [He
       this.healthRetry.unref?.();
     }
   }
+}
+
+/** A `load` from a health reply as a LoadReport received at `at`; undefined when malformed. */
+function loadReport(raw: unknown, at: number): LoadReport | undefined {
+  if (raw === null || typeof raw !== 'object') return undefined;
+  const { cpu, mem, inflight, latencyMs } = raw as Record<string, unknown>;
+  if (!isCount(cpu) || !isCount(mem) || !isCount(inflight) || !isCount(latencyMs)) return undefined;
+  return { cpu, mem, inflight, latencyMs, at };
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
 }

@@ -4,6 +4,9 @@
  *   skein.health.check({ service })  → { status }          unary
  *   skein.health.watch({ service })  → { status }, ...     server stream: the current status,
  *                                                           then one message per change
+ *   skein.health.watch({ service, loadReportMs })          the same, and every loadReportMs
+ *                                    → ..., { status, load }  the same status with the server's
+ *                                                           load (src/observe/load.ts)
  *
  * Statuses are per service name, '' being the whole server: SERVING, NOT_SERVING, and
  * SERVICE_UNKNOWN for a name the server does not serve (`check` answers that with
@@ -17,13 +20,25 @@
  * GOAWAY arrives. Applications may set statuses themselves (`server.health.set('shop',
  * 'NOT_SERVING')` when a dependency is down).
  *
+ * Load reports: a watch that asks for them (`loadReportMs`, clamped to 100..3600000 ms) gets,
+ * besides the status changes, one `{ status, load: { cpu, mem, inflight, latencyMs } }` every
+ * interval, the first one interval after the watch opened. The service samples the load
+ * (`LoadSampler.sample()`, given by the server) on one unref'd timer, armed only while such
+ * a watch is open: one sample per tick, shared by every watch due. A watch whose stream is
+ * slow gets the latest report only (never a backlog). Older clients do not send the field
+ * and get status messages only; older servers ignore it (the client then has no reports).
+ * On shutdown the watches send their last status (NOT_SERVING) and end, as without reports;
+ * the timer stops.
+ *
  * This module only uses the service definition helpers of the RPC layer (no client, no
  * server), so the server can import it.
  */
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { createError, ErrorCode } from '../errors.js';
 import { serverStream, service, unary } from '../rpc/define.js';
 import type { CallContext, ImplementedService } from '../rpc/types.js';
+import { reportInterval, type LoadSample } from './load.js';
 
 export const HealthStatus = {
   SERVING: 'SERVING',
@@ -35,9 +50,30 @@ export type HealthStatusValue = (typeof HealthStatus)[keyof typeof HealthStatus]
 export interface HealthRequest {
   /** Service name; '' (or absent) for the whole server. */
   service?: string;
+  /**
+   * `watch` only: also send the server's load every this many ms (clamped to 100..3600000;
+   * absent, 0 or not a number: no load reports). Servers that predate load reports ignore it.
+   * @default none (status changes only)
+   */
+  loadReportMs?: number;
 }
 export interface HealthReply {
   status: HealthStatusValue;
+  /** On a watch with `loadReportMs`: the server's load, in the periodic reports only. */
+  load?: LoadSample;
+}
+
+/** Something that samples a server's load (a `LoadSampler`). */
+export interface LoadSampleSource {
+  sample(): LoadSample;
+}
+
+export interface HealthServiceOptions {
+  /**
+   * Where load reports come from; without one, `loadReportMs` is ignored (status only).
+   * The server gives its own. @default none
+   */
+  load?: LoadSampleSource;
 }
 
 /** The name the health service is served under. */
@@ -65,11 +101,18 @@ export class HealthService extends EventEmitter<{ change: [string, HealthStatusV
   /** Open watch streams: each knows the last status it sent per its service. */
   private readonly watchers = new Set<Watcher>();
   private ended = false;
+  /** Load reports: the sampler, the watches that asked for reports, and the one timer. */
+  private loadSource: LoadSampleSource | undefined;
+  private readonly loadWatchers = new Set<Watcher>();
+  private loadTimer: NodeJS.Timeout | undefined;
+  /** When `loadTimer` fires (performance.now() ms). */
+  private loadTimerAt = Infinity;
   /** The implementation to add to a server. */
   readonly impl: ImplementedService<typeof Health.methods>;
 
-  constructor() {
+  constructor(options: HealthServiceOptions = {}) {
     super();
+    this.loadSource = options.load;
     // Built without implement() (rpc/server.ts imports this module, not the reverse).
     this.impl = Object.freeze({
       def: Health,
@@ -115,6 +158,29 @@ export class HealthService extends EventEmitter<{ change: [string, HealthStatusV
     return this.watchers.size;
   }
 
+  /** Open watch streams that receive load reports. */
+  get loadWatcherCount(): number {
+    return this.loadWatchers.size;
+  }
+
+  /** Is the load report timer armed (only while a watch receives reports)? */
+  get loadTimerActive(): boolean {
+    return this.loadTimer !== undefined;
+  }
+
+  /**
+   * Where load reports come from (the server sets its own); undefined stops reports (open
+   * watches keep their status messages).
+   */
+  setLoadSource(source: LoadSampleSource | undefined): void {
+    this.loadSource = source;
+    if (source === undefined) {
+      for (const w of this.loadWatchers) w.loadEveryMs = undefined;
+      this.loadWatchers.clear();
+      this.armLoadTimer();
+    }
+  }
+
   /**
    * Going down: NOT_SERVING for all; resolves once every open watch has handed its last
    * status to the connection (or after `timeoutMs`), then ends the watch streams (OK).
@@ -129,6 +195,8 @@ export class HealthService extends EventEmitter<{ change: [string, HealthStatusV
       clearTimeout(timer);
     }
     this.ended = true;
+    this.loadWatchers.clear();
+    this.armLoadTimer();
     for (const w of this.watchers) w.wake();
   }
 
@@ -144,6 +212,15 @@ export class HealthService extends EventEmitter<{ change: [string, HealthStatusV
     this.watchers.add(w);
     const onAbort = (): void => w.wake();
     ctx.signal.addEventListener('abort', onAbort, { once: true });
+    const every = this.loadSource !== undefined && !this.ended ? reportInterval(req?.loadReportMs) : undefined;
+    if (every !== undefined) {
+      // The first watch after none: sample once so the first report's CPU window starts now.
+      if (this.loadWatchers.size === 0) safeSample(this.loadSource!);
+      w.loadEveryMs = every;
+      w.loadDue = performance.now() + every;
+      this.loadWatchers.add(w);
+      this.armLoadTimer();
+    }
     try {
       for (;;) {
         const status = this.get(w.service);
@@ -154,13 +231,70 @@ export class HealthService extends EventEmitter<{ change: [string, HealthStatusV
           w.markFlushed();
         }
         if (this.ended || ctx.signal.aborted) return;
+        const load = w.pendingLoad;
+        if (load !== undefined && w.sent !== undefined) {
+          w.pendingLoad = undefined;
+          yield { status: w.sent, load };
+          w.markFlushed();
+          continue;
+        }
         await w.changed();
       }
     } finally {
       ctx.signal.removeEventListener('abort', onAbort);
       this.watchers.delete(w);
+      if (this.loadWatchers.delete(w)) this.armLoadTimer();
+      w.pendingLoad = undefined;
       w.markFlushed();
     }
+  }
+
+  /** (Re)arm the one load timer for the earliest watch due; clear it when none asks for reports. */
+  private armLoadTimer(): void {
+    let due = Infinity;
+    for (const w of this.loadWatchers) if (w.loadDue < due) due = w.loadDue;
+    if (due === this.loadTimerAt && this.loadTimer !== undefined) return;
+    clearTimeout(this.loadTimer);
+    this.loadTimer = undefined;
+    this.loadTimerAt = due;
+    if (due === Infinity) return;
+    this.loadTimer = setTimeout(this.onLoadTimer, Math.max(0, Math.ceil(due - performance.now())));
+    this.loadTimer.unref?.();
+  }
+
+  /** One sample for every watch due now (or within LOAD_SLACK_MS), then the next timer. */
+  private readonly onLoadTimer = (): void => {
+    this.loadTimer = undefined;
+    this.loadTimerAt = Infinity;
+    const source = this.loadSource;
+    if (source === undefined || this.ended) return;
+    const now = performance.now();
+    let sample: LoadSample | undefined;
+    let sampled = false;
+    for (const w of this.loadWatchers) {
+      if (w.loadDue > now + LOAD_SLACK_MS) continue;
+      if (!sampled) {
+        sampled = true;
+        sample = safeSample(source);
+      }
+      // Next report one interval from now (a late timer does not make reports bunch up).
+      w.loadDue = now + w.loadEveryMs!;
+      if (sample === undefined) continue;
+      w.pendingLoad = sample;
+      w.wake();
+    }
+    this.armLoadTimer();
+  };
+}
+
+/** Watches due within this long of a timer tick get that tick's sample (one timer for all). */
+const LOAD_SLACK_MS = 5;
+
+function safeSample(source: LoadSampleSource): LoadSample | undefined {
+  try {
+    return source.sample();
+  } catch {
+    return undefined;
   }
 }
 
@@ -172,6 +306,10 @@ class Watcher {
   private wakeUp: (() => void) | undefined;
   private flushWaiters: Array<() => void> = [];
   private dirty = true;
+  /** Load reports: the interval (undefined: none asked), when the next is due, the one to send. */
+  loadEveryMs: number | undefined;
+  loadDue = Infinity;
+  pendingLoad: LoadSample | undefined;
 
   constructor(readonly service: string) {}
 
@@ -204,6 +342,6 @@ class Watcher {
 }
 
 /** A health registry with its `skein.health` implementation. */
-export function createHealthService(): HealthService {
-  return new HealthService();
+export function createHealthService(options: HealthServiceOptions = {}): HealthService {
+  return new HealthService(options);
 }

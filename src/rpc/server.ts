@@ -25,6 +25,7 @@ import { formatAddress, getTransport } from '../transport/index.js';
 import { registrarFor } from '../discovery/registry.js';
 import type { Instance, Registrar, Registration } from '../discovery/types.js';
 import { HEALTH_SERVICE, HealthService, HealthStatus } from '../observe/health.js';
+import { CallLoad, LoadSampler, type LoadSample } from '../observe/load.js';
 import type { Connection, Listener, ListenOptions, PeerInfo, TlsOptions } from '../transport/transport.js';
 import { Session } from '../session/session.js';
 import type { SessionOptions } from '../session/options.js';
@@ -107,6 +108,8 @@ interface MethodEntry {
   handle: Handle;
   /** The bare handler, when there are no interceptors (skips building an IncomingCall). */
   direct: ((request: unknown, ctx: CallContext) => ReturnType<Handle>) | undefined;
+  /** Load reporting: where the call is counted while it runs; undefined for skein.health (watches are not load). */
+  load: CallLoad | undefined;
 }
 
 export interface BoundAddress {
@@ -140,6 +143,10 @@ export class Server extends EventEmitter<ServerEvents> {
   private listening = false;
   /** The default policies, then the user's interceptors: what wraps every handler. */
   private readonly interceptors: readonly ServerInterceptor[];
+  /** Load reporting (src/observe/load.ts): calls running now and the unary latency average. */
+  private readonly callLoad = new CallLoad();
+  /** Created on the first `load()` (no timer: sampled by the health service's load watches). */
+  private sampler: LoadSampler | undefined;
 
   constructor(options: ServerOptions = {}) {
     super();
@@ -148,7 +155,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.onError = options.onError ?? ((err, w) => process.stderr.write(`skein: handler ${w.service}.${w.method} failed: ${(err as Error)?.stack ?? String(err)}\n`));
     if (options.ttl !== undefined && !(Number.isFinite(options.ttl) && options.ttl > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `createServer(): ttl must be a positive number of seconds, got ${options.ttl}`);
     if (options.health !== false) {
-      this.health = new HealthService();
+      this.health = new HealthService({ load: { sample: () => this.load() } });
       this.add(this.health.impl);
       this.health.set('', HealthStatus.NOT_SERVING);
     }
@@ -175,7 +182,7 @@ export class Server extends EventEmitter<ServerEvents> {
           ? (call) => fn.call(handlers, call.request, call.ctx) as ReturnType<Handle>
           : async (call) => fn.call(handlers, await validate(input, call.request, 'request'), call.ctx) as ReturnType<Handle>;
       const direct = interceptors.length === 0 && input === undefined ? (request: unknown, ctx: CallContext) => fn.call(handlers, request, ctx) as ReturnType<Handle> : undefined;
-      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct });
+      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct, load: def.name === HEALTH_SERVICE ? undefined : this.callLoad });
     }
     this.services.set(def.name, methods);
     if (def.name !== HEALTH_SERVICE && this.health !== undefined) this.health.set(def.name, this.listening && !this.closing ? HealthStatus.SERVING : HealthStatus.NOT_SERVING);
@@ -281,6 +288,21 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Open connections. */
   get connectionCount(): number {
     return this.sessions.size;
+  }
+
+  /** Calls running on this server now (every client; skein.health watches excluded). Cheap. */
+  get inflight(): number {
+    return this.callLoad.inflight;
+  }
+
+  /**
+   * This server's load as it reports it to channels (`skein.health.watch` with
+   * `loadReportMs`; src/observe/load.ts): cpu and mem (0..1) of the process, calls in flight,
+   * EWMA of unary call durations (ms). CPU is measured since the previous sample (this call
+   * and the periodic reports share one sampler).
+   */
+  load(): LoadSample {
+    return (this.sampler ??= new LoadSampler(this.callLoad)).sample();
   }
 
   /**
@@ -397,6 +419,8 @@ class ServerCall implements CallContext, StreamHandler {
   private timer: TimerHandle;
   private trailersMd: Metadata | undefined;
   private gate: DrainGate | undefined;
+  /** Load reporting: when the handler started (`CallLoad.begin`), -1 while not counted. */
+  private startedAt = -1;
 
   constructor(
     private readonly onError: (err: unknown, where: { service: string; method: string }) => void,
@@ -506,6 +530,8 @@ class ServerCall implements CallContext, StreamHandler {
 
   private async run(request: unknown): Promise<void> {
     const def = this.entry.def;
+    const load = this.entry.load;
+    if (load !== undefined && this.startedAt < 0) this.startedAt = load.begin(def.kind === MethodKind.UNARY);
     try {
       const direct = this.entry.direct;
       let result = direct !== undefined ? direct(request, this) : this.entry.handle({ service: this.service, method: this.method, kind: def.kind, request, ctx: this });
@@ -537,6 +563,7 @@ class ServerCall implements CallContext, StreamHandler {
     if (this.done) return;
     this.done = true;
     stopTimer(this.timer);
+    if (this.startedAt >= 0) this.uncount(true);
     const trailers = err === undefined ? this.trailersMd : { ...err.metadata, ...this.trailersMd };
     try {
       checkMetadata(trailers);
@@ -557,6 +584,7 @@ class ServerCall implements CallContext, StreamHandler {
     if (this.done) return;
     this.done = true;
     stopTimer(this.timer);
+    if (this.startedAt >= 0) this.uncount(false);
     this.inbound?.fail(err);
     this.gate?.open();
     this.signalAbort(err);
@@ -568,6 +596,13 @@ class ServerCall implements CallContext, StreamHandler {
     const err = createError(ErrorCode.DEADLINE, `deadline exceeded in ${this.service}.${this.method}`);
     this.signalAbort(err);
     this.finish(err);
+  }
+
+  /** Load reporting: the call no longer runs; `measure` its duration (unary calls that finished). */
+  private uncount(measure: boolean): void {
+    const startedAt = this.startedAt;
+    this.startedAt = -1;
+    this.entry.load!.end(startedAt, measure && this.entry.def.kind === MethodKind.UNARY);
   }
 
   private signalAbort(reason: SkeinError): void {

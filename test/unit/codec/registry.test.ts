@@ -13,6 +13,7 @@ test('registry - finds msgpack and json by name and by wire id', () => {
 test('registry - protobuf and unknown names or ids are not registered', () => {
   assert.equal(getCodec('protobuf'), undefined);
   assert.equal(getCodec(CodecId.PROTOBUF), undefined);
+  assert.equal(getCodec(CodecId.BYTES), undefined, 'bytes is chosen per method, never negotiated');
   assert.equal(getCodec('cbor'), undefined);
   assert.equal(getCodec(0), undefined);
   assert.equal(getCodec('1'), undefined);
@@ -23,13 +24,14 @@ test('registry - codecNames lists the default codec first', () => {
 });
 
 test('registry - codec ids match the wire spec', () => {
-  assert.deepStrictEqual({ ...CodecId }, { MSGPACK: 1, JSON: 2, PROTOBUF: 3 });
+  assert.deepStrictEqual({ ...CodecId }, { MSGPACK: 1, JSON: 2, PROTOBUF: 3, BYTES: 4 });
 });
 
 test('registry - the index exports exactly the documented names', () => {
   assert.deepStrictEqual(Object.keys(codec).sort(), [
     'CodecId',
     'availableCompressors',
+    'bytesCodec',
     'codecNames',
     'getCodec',
     'getCompressor',
