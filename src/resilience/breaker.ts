@@ -19,13 +19,21 @@
  * UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL). Other statuses (INVALID_ARGUMENT, NOT_FOUND,
  * RESOURCE_EXHAUSTED: a server's limiter asking for less traffic, ...) are the server
  * answering, so they count as successes; the caller's own cancellation (CANCELLED) and the
- * client failing fast without a connection (NOT_READY, CONNECT_FAILED) count as neither.
+ * transport's events (no connection, a lost or dead connection, GOAWAY: see NEUTRAL) count
+ * as neither.
  *
  * The failure-rate window is 10 buckets of `windowMs / 10`: memory is constant whatever
  * the call rate, and the window slides in steps of a tenth.
  *
- * Only unary calls and client-streaming calls are guarded (their outcome is one promise);
- * server-streaming and bidi calls pass through untouched.
+ * Unary and client-streaming calls are guarded: the outcome is their promise. Server-
+ * streaming and bidi calls pass through untouched unless `streams: true` (off by default:
+ * see BreakerDefaults.streams). Then an open circuit returns a stream that sends
+ * nothing and fails its first read with SKEIN_ERR_CIRCUIT_OPEN; an admitted stream's
+ * outcome is how it ends — ended OK: success; failed: judged by its status as above;
+ * given up by the caller (`cancel()`, its signal, `break` out of `for await`): ignored —
+ * and a half-open probe slot taken by a stream is released however it ends (the stream is
+ * wrapped: `holdResponseStream()` in client-bulkhead.ts). A long-lived stream admitted as
+ * the probe keeps the circuit half-open until it ends.
  *
  * Every state change is published on `skein:resilience:breaker` (only with subscribers)
  * and counted in `.stats()`.
@@ -33,8 +41,9 @@
 import diagnostics from 'node:diagnostics_channel';
 import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors.js';
 import { MethodKind } from '../rpc/define.js';
-import type { ClientInterceptor, Invoke, OutgoingCall } from '../rpc/types.js';
+import type { ClientInterceptor, Invoke, OutgoingCall, ResponseStream } from '../rpc/types.js';
 import { systemClock, type Clock } from '../util/clock.js';
+import { failedStream, holdResponseStream, type StreamOutcome } from './client-bulkhead.js';
 import { BreakerDefaults } from './defaults.js';
 
 /** The diagnostics channel of breaker state changes. */
@@ -82,6 +91,11 @@ export interface BreakerOptions extends Omit<CircuitBreakerOptions, 'onStateChan
   failureCodes?: readonly string[];
   /** One breaker per service, or per method. @default 'service' */
   scope?: 'service' | 'method';
+  /**
+   * Guard server-streaming and bidi calls too: an open circuit fails them at once, and how
+   * a stream ends is its outcome. Off by default (BreakerDefaults.streams says why). @default false
+   */
+  streams?: boolean;
 }
 
 export interface BreakerStats {
@@ -258,11 +272,23 @@ export class CircuitBreaker {
 const breakerChannel = diagnostics.channel(BREAKER_CHANNEL);
 
 /** The breaker interceptor: see the module comment and docs/resilience.md. */
+/**
+ * Errors that say nothing about how the service answers, so they count as neither success
+ * nor failure: the caller's own cancellation, and the transport's events — no connection
+ * (NOT_READY, CONNECT_FAILED), a connection lost or declared dead (CONNECTION_LOST,
+ * KEEPALIVE_TIMEOUT), a server going away (GOAWAY). The connection (and a channel's outlier
+ * ejection, per instance) owns those: it fails fast while it has no connection and recovers
+ * the moment it has one again, which an open circuit would only delay — and one cut fails
+ * every call in flight at once, which is one event, not N failures of the service.
+ */
+const NEUTRAL: ReadonlySet<string> = new Set([ErrorCode.CANCELLED, ErrorCode.NOT_READY, ErrorCode.CONNECT_FAILED, ErrorCode.CONNECTION_LOST, ErrorCode.KEEPALIVE_TIMEOUT, ErrorCode.GOAWAY]);
+
 export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
   const failureCodes: ReadonlySet<string> = new Set(options.failureCodes ?? BreakerDefaults.failureCodes);
   const scope = options.scope ?? BreakerDefaults.scope;
   if (scope !== 'service' && scope !== 'method') throw createError(ErrorCode.INVALID_OPTIONS, `breaker(): scope must be 'service' or 'method', got ${String(scope)}`);
-  const { failureCodes: _f, scope: _s, ...machine } = options;
+  const guardStreams = options.streams ?? BreakerDefaults.streams;
+  const { failureCodes: _f, scope: _s, streams: _t, ...machine } = options;
   new CircuitBreaker(machine); // validate the options now, not on the first call
   const breakers = new Map<string, CircuitBreaker>();
   const stats = { admitted: 0, rejected: 0, opened: 0, halfOpened: 0, closed: 0 };
@@ -288,12 +314,15 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
 
   const isFailure = (err: unknown): boolean | undefined => {
     if (!isSkeinError(err)) return true;
-    // The caller's own cancellation says nothing about the service. Neither does the client
-    // failing fast for want of a connection (NOT_READY, CONNECT_FAILED): the connection
-    // already fails fast while it has none and recovers the moment it has one again, which
-    // an open circuit would only delay. The breaker judges what the service answers.
-    if (err.code === ErrorCode.CANCELLED || err.code === ErrorCode.NOT_READY || err.code === ErrorCode.CONNECT_FAILED) return undefined;
+    if (NEUTRAL.has(err.code)) return undefined;
     return failureCodes.has(err.statusName);
+  };
+
+  const judge = (b: CircuitBreaker, err: unknown): void => {
+    const f = isFailure(err);
+    if (f === true) b.onFailure();
+    else if (f === false) b.onSuccess();
+    else b.onIgnored();
   };
 
   async function run(next: Invoke, call: OutgoingCall, b: CircuitBreaker): Promise<unknown> {
@@ -302,12 +331,25 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
       b.onSuccess();
       return reply;
     } catch (err) {
-      const f = isFailure(err);
-      if (f === true) b.onFailure();
-      else if (f === false) b.onSuccess();
-      else b.onIgnored();
+      judge(b, err);
       throw err;
     }
+  }
+
+  /** A server-streaming or bidi call: judged (and its probe slot freed) when its stream is over. */
+  function runStream(next: Invoke, call: OutgoingCall, b: CircuitBreaker): ResponseStream<unknown> {
+    let out: ResponseStream<unknown> | Promise<unknown>;
+    try {
+      out = next(call);
+    } catch (err) {
+      judge(b, err);
+      return failedStream(err);
+    }
+    return holdResponseStream(out as ResponseStream<unknown> | Promise<ResponseStream<unknown>>, (o: StreamOutcome) => {
+      if (o.kind === 'ok') b.onSuccess();
+      else if (o.kind === 'error') judge(b, o.error);
+      else b.onIgnored();
+    });
   }
 
   const openError = (key: string, b: CircuitBreaker): SkeinError => {
@@ -318,15 +360,17 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
 
   const interceptor = ((next: Invoke): Invoke =>
     (call) => {
-      if (!(call.kind === MethodKind.UNARY || call.kind === MethodKind.CLIENT_STREAM)) return next(call);
+      const streaming = call.kind === MethodKind.SERVER_STREAM || call.kind === MethodKind.BIDI;
+      if (streaming && !guardStreams) return next(call);
       const key = scope === 'method' ? `${call.service}.${call.method}` : call.service;
       const b = breakerOf(key);
       if (!b.tryAcquire()) {
         stats.rejected++;
-        return Promise.reject(openError(key, b));
+        const err = openError(key, b);
+        return streaming ? failedStream(err) : Promise.reject(err);
       }
       stats.admitted++;
-      return run(next, call, b);
+      return streaming ? runStream(next, call, b) : run(next, call, b);
     }) as BreakerInterceptor;
   Object.defineProperties(interceptor, {
     stats: {

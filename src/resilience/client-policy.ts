@@ -1,9 +1,11 @@
 /**
  * The default client-side policy chain of one client, per method:
  *
- *   retry → hedge → breaker → (the user's interceptors) → send
+ *   [bulkhead] → retry → hedge → breaker → (the user's interceptors) → send
  *
- * - retry outermost, so it sees every attempt's outcome, the breaker's fail-fast refusals
+ * - the bulkhead (off by default: its numbers are the operator's) outermost: a call waiting
+ *   for a slot has spent no attempt, and its retries and hedges run inside its one slot;
+ * - retry next (outermost of the three below), so it sees every attempt's outcome, the breaker's fail-fast refusals
  *   included (those are "never sent" errors: retried within the budget, elsewhere);
  * - hedge inside retry: a hedged call that fails as a whole may still be retried;
  * - the breaker innermost of the three, so it judges every attempt (and every hedge).
@@ -20,6 +22,7 @@ import type { MethodDef } from '../rpc/define.js';
 import type { ClientPolicyChains } from '../rpc/policies.js';
 import type { ClientInterceptor } from '../rpc/types.js';
 import { breaker, type BreakerInterceptor, type BreakerOptions } from './breaker.js';
+import { clientBulkhead, type ClientBulkheadInterceptor, type ClientBulkheadOptions } from './client-bulkhead.js';
 import { ClientResilienceDefaults } from './defaults.js';
 import { hedge, type HedgeInterceptor, type HedgeOptions } from './hedge.js';
 import { retry, type RetryInterceptor, type RetryOptions } from './retry.js';
@@ -33,6 +36,11 @@ export interface ClientMethodResilience {
   breaker?: BreakerOptions | false;
   /** Hedging (idempotent unary methods); `true` for the defaults. @default off */
   hedge?: HedgeOptions | boolean;
+  /**
+   * Client-side bulkhead (a concurrency limit with a bounded queue, outermost); `false` for
+   * none. A method's own bulkhead is a limit of its own. @default off (ClientBulkheadDefaults once given)
+   */
+  bulkhead?: ClientBulkheadOptions | false;
 }
 
 export interface ClientResilienceOptions extends ClientMethodResilience {
@@ -49,6 +57,7 @@ export interface ClientPolicySet {
   readonly retry: RetryInterceptor | undefined;
   readonly breaker: BreakerInterceptor | undefined;
   readonly hedge: HedgeInterceptor | undefined;
+  readonly bulkhead: ClientBulkheadInterceptor | undefined;
 }
 
 /** Build the chains of one client (see the module comment). */
@@ -56,12 +65,14 @@ export function clientResilience(options: ClientResilienceOptions = {}): ClientP
   const retryOpt = options.retry ?? (ClientResilienceDefaults.retry ? {} : false);
   const breakerOpt = options.breaker ?? (ClientResilienceDefaults.breaker ? {} : false);
   const hedgeOpt = normalHedge(options.hedge ?? ClientResilienceDefaults.hedge);
+  const bulkheadOpt = options.bulkhead ?? (ClientResilienceDefaults.bulkhead ? {} : false);
   const budget = (retryOpt !== false ? retryOpt.budget : undefined) ?? (hedgeOpt !== false ? hedgeOpt.budget : undefined) ?? retryBudget();
   const shared: ClientPolicySet = {
     budget,
     retry: retryOpt === false ? undefined : retry({ ...retryOpt, budget: retryOpt.budget ?? budget }),
     breaker: breakerOpt === false ? undefined : breaker(breakerOpt),
     hedge: hedgeOpt === false ? undefined : hedge({ ...hedgeOpt, budget: hedgeOpt.budget ?? budget }),
+    bulkhead: bulkheadOpt === false ? undefined : clientBulkhead(bulkheadOpt),
   };
   const methods = options.methods ?? {};
   for (const name of Object.keys(methods)) {
@@ -74,7 +85,9 @@ export function clientResilience(options: ClientResilienceOptions = {}): ClientP
     const h0 = own?.hedge === undefined ? undefined : normalHedge(own.hedge);
     const h = own?.hedge === undefined ? shared.hedge : h0 === false || h0 === undefined ? undefined : hedge({ ...h0, budget: h0.budget ?? budget });
     const b = own?.breaker === undefined ? shared.breaker : own.breaker === false ? undefined : breaker({ scope: 'method', ...own.breaker });
+    const bh = own?.bulkhead === undefined ? shared.bulkhead : own.bulkhead === false ? undefined : clientBulkhead(own.bulkhead);
     const out: ClientInterceptor[] = [];
+    if (bh !== undefined) out.push(bh);
     if (r !== undefined) out.push(r);
     if (h !== undefined) out.push(h);
     if (b !== undefined) out.push(b);

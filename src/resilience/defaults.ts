@@ -137,6 +137,15 @@ export const BreakerDefaults = Object.freeze({
   failureCodes: Object.freeze(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const) as readonly string[],
   /** One breaker per service, or one per method. @default 'service' */
   scope: 'service' as 'service' | 'method',
+  /**
+   * Whether server-streaming and bidi calls are guarded too (judged by how their stream
+   * ends). Off by default: a long-lived stream (a watch) admitted as the half-open probe
+   * keeps the circuit half-open, failing every other call fast, until it ends; and one
+   * dropped connection fails every stream on it at once, which can open the circuit just as
+   * the connection comes back. Turn it on per client or per method.
+   * @default false
+   */
+  streams: false,
 });
 
 /** Defaults of a channel's outlier detection (src/channel/outlier.ts). */
@@ -183,4 +192,20 @@ export const ClientResilienceDefaults = Object.freeze({
   breaker: true,
   /** Hedging sends extra work by design: opt-in per client or method. @default off */
   hedge: false,
+  /** A client-side bulkhead needs numbers only the operator knows: opt-in per client or method. @default off */
+  bulkhead: false,
+});
+
+/** Defaults of `clientBulkhead()` (client side; not installed unless asked for, see `ClientResilienceDefaults.bulkhead`). */
+export const ClientBulkheadDefaults = Object.freeze({
+  /** Calls in flight at once per key (a streaming call holds its slot until its stream ends). @default 64 */
+  maxConcurrent: 64,
+  /** Calls waiting (FIFO) per key once `maxConcurrent` are in flight; beyond it calls fail at once. @default 0 */
+  maxQueue: 0,
+  /** Longest wait in the queue, ms (the call's deadline and AbortSignal also end the wait). @default 1000 */
+  queueTimeoutMs: 1000,
+  /** What shares a limit: each method on its own, or all methods of a service (of one client). @default 'method' */
+  key: 'method' as 'service' | 'method',
+  /** retryAfterMs given with a refusal before any call has finished (later: the average time a slot is held). @default 100 */
+  retryAfterMs: 100,
 });

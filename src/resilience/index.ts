@@ -19,5 +19,6 @@ export { BreakerDefaults, OutlierDefaults } from './defaults.js';
 export { hedge, LatencyWindow, HEDGE_CHANNEL, type HedgeOptions, type HedgePercentileDelay, type HedgeStats, type HedgeEvent, type HedgeInterceptor } from './hedge.js';
 export { HedgeDefaults } from './defaults.js';
 export { clientResilience, type ClientResilienceOptions, type ClientMethodResilience, type ClientPolicySet } from './client-policy.js';
-export { ClientResilienceDefaults, ServerResilienceDefaults } from './defaults.js';
+export { ClientResilienceDefaults, ServerResilienceDefaults, ClientBulkheadDefaults } from './defaults.js';
+export { clientBulkhead, CLIENT_BULKHEAD_CHANNEL, type ClientBulkheadOptions, type ClientBulkheadStats, type ClientBulkheadEvent, type ClientBulkheadInterceptor } from './client-bulkhead.js';
 export { setupResilience } from './setup.js';

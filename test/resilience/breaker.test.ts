@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import diagnostics from 'node:diagnostics_channel';
 import { after, describe, it } from 'node:test';
-import { implement, SkeinError, service, unary } from '../../src/index.js';
+import { createError, ErrorCode, implement, SkeinError, service, Status, unary, type OutgoingCall } from '../../src/index.js';
 import { breaker, BREAKER_CHANNEL, BreakerState, CircuitBreaker, type BreakerEvent } from '../../src/resilience/index.js';
 import { FakeClock } from '../helpers/clock.js';
 import { withTimeout } from '../helpers/wait.js';
@@ -120,6 +120,32 @@ const Flaky = service('breaker-flaky', {
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
+
+describe('circuit breaker: what counts', () => {
+  const call = (n: number): OutgoingCall => ({ service: 's', method: 'm', kind: 'unary', idempotent: false, request: n, options: {} });
+  const failing = (err: SkeinError) => breaker({ consecutiveFailures: 3 })(() => Promise.reject(err));
+
+  for (const code of [ErrorCode.CANCELLED, ErrorCode.NOT_READY, ErrorCode.CONNECT_FAILED, ErrorCode.CONNECTION_LOST, ErrorCode.KEEPALIVE_TIMEOUT, ErrorCode.GOAWAY]) {
+    it(`breaker - ${code} (the caller or the transport, not the service) never opens the circuit`, async () => {
+      const send = failing(createError(code, 'x'));
+      for (let i = 0; i < 10; i++) {
+        const err = await rejection(send(call(i)) as Promise<unknown>);
+        assert.equal(err.code, code, `call ${i} failed with its own error, not a fail-fast`);
+      }
+    });
+  }
+
+  it('breaker - RESOURCE_EXHAUSTED (a limiter asking for less) counts as an answer, not a failure', async () => {
+    const send = failing(createError(ErrorCode.REMOTE, 'slow down', { status: Status.RESOURCE_EXHAUSTED }));
+    for (let i = 0; i < 10; i++) assert.equal((await rejection(send(call(i)) as Promise<unknown>)).statusName, 'RESOURCE_EXHAUSTED');
+  });
+
+  it('breaker - the service answering UNAVAILABLE opens it: the 4th call fails fast', async () => {
+    const send = failing(createError(ErrorCode.REMOTE, 'down', { status: Status.UNAVAILABLE }));
+    for (let i = 0; i < 3; i++) assert.equal((await rejection(send(call(i)) as Promise<unknown>)).code, ErrorCode.REMOTE);
+    assert.equal((await rejection(send(call(3)) as Promise<unknown>)).code, ErrorCode.CIRCUIT_OPEN);
+  });
+});
 
 describe('circuit breaker over TCP', () => {
   it('breaker - after the threshold calls fail fast with UNAVAILABLE "circuit open"; the server sees no more calls; a probe recovers', async () => {
