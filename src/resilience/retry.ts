@@ -101,7 +101,10 @@ export interface RetryInterceptor extends ClientInterceptor {
 }
 
 /** Codes that mean the call never reached a handler (docs/errors.md, retry table). */
-const NEVER_HANDLED: ReadonlySet<string> = new Set([ErrorCode.GOAWAY, ErrorCode.STREAM_LIMIT, ErrorCode.NOT_READY, ErrorCode.CONNECT_FAILED, ErrorCode.LIMITED, ErrorCode.CIRCUIT_OPEN]);
+// Not SKEIN_ERR_CIRCUIT_OPEN, though no handler saw it either: an open circuit answers
+// every attempt the same until it half-opens (seconds, far beyond a backoff), so retrying
+// it would only drain the budget the recovery needs.
+const NEVER_HANDLED: ReadonlySet<string> = new Set([ErrorCode.GOAWAY, ErrorCode.STREAM_LIMIT, ErrorCode.NOT_READY, ErrorCode.CONNECT_FAILED, ErrorCode.LIMITED]);
 
 const retryChannel = diagnostics.channel(RETRY_CHANNEL);
 
