@@ -108,6 +108,12 @@ export const ErrorCode = {
   LIMITED: 'SKEIN_ERR_LIMITED',
   /** A client circuit breaker is open: the call failed fast without being sent. */
   CIRCUIT_OPEN: 'SKEIN_ERR_CIRCUIT_OPEN',
+  /** Reliable pipe: the SHA-256 of the bytes received differs from the sender's; the output is discarded. */
+  DIGEST_MISMATCH: 'SKEIN_ERR_DIGEST_MISMATCH',
+  /** Reliable pipe: the transfer was given up (no sender came back in time, or the receiver gave it up). */
+  PIPE_ABANDONED: 'SKEIN_ERR_PIPE_ABANDONED',
+  /** Reliable pipe: sender and receiver do not agree on the transfer (another id, version or source). */
+  PIPE_MISMATCH: 'SKEIN_ERR_PIPE_MISMATCH',
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
@@ -143,6 +149,9 @@ const defaultStatus: Record<ErrorCodeValue, StatusCode> = {
   SKEIN_ERR_STORAGE: Status.UNAVAILABLE,
   SKEIN_ERR_LIMITED: Status.RESOURCE_EXHAUSTED,
   SKEIN_ERR_CIRCUIT_OPEN: Status.UNAVAILABLE,
+  SKEIN_ERR_DIGEST_MISMATCH: Status.DATA_LOSS,
+  SKEIN_ERR_PIPE_ABANDONED: Status.ABORTED,
+  SKEIN_ERR_PIPE_MISMATCH: Status.FAILED_PRECONDITION,
 };
 
 export interface SkeinErrorOptions {

@@ -45,6 +45,8 @@ export type {
 } from './rpc/types.js';
 export { pushable } from './util/pushable.js';
 export type { Pushable } from './util/pushable.js';
+export { pipe, pipeListen, pipeSend, byteChunks, collectBytes, PipeReceiver, PipeSender, PipeService, PIPE_SERVICE, PipeDefaults } from './pipe/index.js';
+export type { PipeListenOptions, PipeReceiverEvents, PipeProgress, PipeResult, PipeAttachInfo, PipeSendOptions, PipeSendAttachInfo, ByteChunksOptions, CollectBytesOptions } from './pipe/index.js';
 
 export { ConnectivityState } from './session/connectivity.js';
 export type { ConnectivityStateValue, StateChange } from './session/connectivity.js';
