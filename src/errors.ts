@@ -201,6 +201,21 @@ export function createError(code: ErrorCodeValue, message: string, options: Omit
     : new SkeinError(status, message, opts);
 }
 
+/**
+ * `createError` without a stack trace, for errors that are expected outcomes on a hot path
+ * (a limiter refusing a call, a finished call's cancellation): a stack says nothing there,
+ * and capturing one costs more than the rest of the refusal.
+ */
+export function expectedError(code: ErrorCodeValue, message: string, options: Omit<SkeinErrorOptions, 'code'> & { status?: StatusName | number } = {}): SkeinError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return createError(code, message, options);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 /** True for any SkeinError (also across duplicated module copies, by shape). */
 export function isSkeinError(e: unknown): e is SkeinError {
   return e instanceof SkeinError || (typeof e === 'object' && e !== null && typeof (e as SkeinError).code === 'string' && (e as SkeinError).code.startsWith('SKEIN_ERR_') && typeof (e as SkeinError).status === 'number');

@@ -312,33 +312,33 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
 
   /**
    * Retry integration (src/resilience/retry.ts): route a call whose earlier attempts went to
-   * `hint.tried`, preferring an instance it has not tried, and record the one picked.
+   * the route hint, preferring an instance it has not tried, and record the one picked.
    */
   private routeHinted(picker: Picker, method: string, options: CallOptions, hint: RouteHint): Route | undefined {
     const r = this.pickAvoiding(picker, method, options, hint);
     if (r.type !== 'pick') return undefined;
     const route = this.routeTo(r.subchannel as Subchannel, r.onDone);
-    if (route !== undefined) hint.tried.add((r.subchannel as Subchannel).id);
+    if (route !== undefined) hint.add((r.subchannel as Subchannel).id);
     return route;
   }
 
   /**
    * Retry integration: the picker's choice, re-picked at most AVOID_REPICKS times while it
-   * is an instance in `hint.tried`; then the first READY instance not tried (a picker that
+   * is an instance the hint holds; then the first READY instance not tried (a picker that
    * always answers the same, like ring-hash); else (all tried) the picker's choice.
    * A discarded pick's `onDone` is simply not called (pickers only observe through it).
    */
   private pickAvoiding(picker: Picker, method: string, options: CallOptions, hint: RouteHint): PickResult {
     const info = pickInfo(this.service, method, options);
     let r = picker.pick(info);
-    if (r.type !== 'pick' || hint.tried.size === 0) return r;
-    for (let i = 0; i < AVOID_REPICKS && hint.tried.has((r.subchannel as Subchannel).id); i++) {
+    if (r.type !== 'pick' || hint.size === 0) return r;
+    for (let i = 0; i < AVOID_REPICKS && hint.has((r.subchannel as Subchannel).id); i++) {
       const again = picker.pick(info);
       if (again.type !== 'pick') break;
       r = again;
     }
-    if (!hint.tried.has((r.subchannel as Subchannel).id)) return r;
-    const other = this.pickable.find((s) => !hint.tried.has(s.id));
+    if (!hint.has((r.subchannel as Subchannel).id)) return r;
+    const other = this.pickable.find((s) => !hint.has(s.id));
     return other !== undefined ? { type: 'pick', subchannel: other } : r;
   }
 
@@ -372,7 +372,7 @@ export class Channel extends EventEmitter<ChannelEvents> implements CallRouter {
       if (r.type === 'pick') {
         const route = this.routeTo(r.subchannel as Subchannel, r.onDone);
         if (route !== undefined) {
-          hint?.tried.add((r.subchannel as Subchannel).id);
+          hint?.add((r.subchannel as Subchannel).id);
           return w.resolve(route);
         }
       }

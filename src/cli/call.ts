@@ -14,7 +14,7 @@ import diagnostics from 'node:diagnostics_channel';
 import { Option, type Command } from 'commander';
 import { connect, createError, ErrorCode, pickerNames, type CallOptions, type ClientInterceptor, type ClientOptions, type DiscoveryClientOptions, type Metadata, type ResponseStream, type ServiceDef, type StateChange } from '../index.js';
 import { MethodKind } from '../rpc/define.js';
-import { ROUTE_HINT, type RouteHint } from '../rpc/types.js';
+import { ROUTE_HINT, RouteHint } from '../rpc/types.js';
 import { breaker, retry, type RetryEvent } from '../resilience/index.js';
 import { collectMeta, discoveryOption, exit, ExitCode, type ExitCodeValue, formatError, intOption, log, OutputClosedError, parseJson, readNdjson, readTls, runtimeDef, toJsonLine, UsageError, where, writeLine } from './util.js';
 
@@ -226,7 +226,7 @@ function streamOf(all: Promise<unknown[]>): ResponseStream<unknown> {
  * instance answered (the last one the call's route hint recorded).
  */
 function watchDecisions(client: unknown): { hint: RouteHint; done(ok: boolean): void } {
-  const hint: RouteHint = { tried: new Set<string>() };
+  const hint = new RouteHint();
   let done = false;
   const print = (line: string): void => {
     if (!done) log(`skein call: ${line}`);
@@ -250,7 +250,7 @@ function watchDecisions(client: unknown): { hint: RouteHint; done(ok: boolean): 
     done(ok: boolean): void {
       for (const unsubscribe of subs) unsubscribe();
       done = true;
-      const tried = [...hint.tried];
+      const tried = hint.ids();
       const last = tried.at(-1);
       const address = channel?.subchannels.find((s) => s.id === last)?.address ?? last;
       if (channel === undefined) log(`skein call: ${ok ? 'answered by' : 'failed at'} the target`);

@@ -16,6 +16,7 @@ import { registerBench } from './bench.js';
 import { registerCall } from './call.js';
 import { registerDemo } from './demo.js';
 import { registerLs } from './ls.js';
+import { registerPipe } from './pipe.js';
 import { registerWatch } from './watch.js';
 import { registerRegistry } from './registry.js';
 import { registerServe } from './serve.js';
@@ -31,6 +32,8 @@ Examples:
   $ skein call echo.say '{"text":"hi"}' --discovery skein://127.0.0.1:7600
   $ skein ls --discovery skein://127.0.0.1:7600               # services, instances, leases
   $ skein watch echo --discovery skein://127.0.0.1:7600       # one line per change
+  $ skein pipe listen --port 7900 --out copy.bin              # prints: ready pipe 127.0.0.1:7900
+  $ skein pipe send 127.0.0.1:7900 --in file.bin              # resumes across lost connections
   $ skein help call
 
 Exit status: 0 ok, 1 the call or the server failed, 2 bad usage.
@@ -52,6 +55,7 @@ function buildProgram(): Command {
   registerLs(program);
   registerWatch(program);
   registerRegistry(program);
+  registerPipe(program);
   return program;
 }
 

@@ -271,7 +271,6 @@ export class CircuitBreaker {
 
 const breakerChannel = diagnostics.channel(BREAKER_CHANNEL);
 
-/** The breaker interceptor: see the module comment and docs/resilience.md. */
 /**
  * Errors that say nothing about how the service answers, so they count as neither success
  * nor failure: the caller's own cancellation, and the transport's events — no connection
@@ -283,6 +282,14 @@ const breakerChannel = diagnostics.channel(BREAKER_CHANNEL);
  */
 const NEUTRAL: ReadonlySet<string> = new Set([ErrorCode.CANCELLED, ErrorCode.NOT_READY, ErrorCode.CONNECT_FAILED, ErrorCode.CONNECTION_LOST, ErrorCode.KEEPALIVE_TIMEOUT, ErrorCode.GOAWAY]);
 
+/** A breaker with the two reactions a unary call's promise gets, made once (hot path: no closure per call). */
+interface Guard {
+  readonly b: CircuitBreaker;
+  readonly ok: (reply: unknown) => unknown;
+  readonly fail: (err: unknown) => never;
+}
+
+/** The breaker interceptor: see the module comment and docs/resilience.md. */
 export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
   const failureCodes: ReadonlySet<string> = new Set(options.failureCodes ?? BreakerDefaults.failureCodes);
   const scope = options.scope ?? BreakerDefaults.scope;
@@ -290,13 +297,18 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
   const guardStreams = options.streams ?? BreakerDefaults.streams;
   const { failureCodes: _f, scope: _s, streams: _t, ...machine } = options;
   new CircuitBreaker(machine); // validate the options now, not on the first call
-  const breakers = new Map<string, CircuitBreaker>();
+  const breakers = new Map<string, Guard>();
   const stats = { admitted: 0, rejected: 0, opened: 0, halfOpened: 0, closed: 0 };
+  // The last key asked for and its guard: a client calls one service, so with the default
+  // scope this skips the map lookup on every call.
+  let lastKey = '';
+  let lastGuard: Guard | undefined;
 
-  const breakerOf = (key: string): CircuitBreaker => {
-    let b = breakers.get(key);
-    if (b === undefined) {
-      b = new CircuitBreaker({
+  const guardOf = (key: string): Guard => {
+    if (key === lastKey && lastGuard !== undefined) return lastGuard;
+    let g = breakers.get(key);
+    if (g === undefined) {
+      const b = new CircuitBreaker({
         ...machine,
         onStateChange: (from, to, reason, openMs) => {
           if (to === BreakerState.OPEN) stats.opened++;
@@ -307,9 +319,22 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
           breakerChannel.publish(event);
         },
       });
-      breakers.set(key, b);
+      g = {
+        b,
+        ok: (reply) => {
+          b.onSuccess();
+          return reply;
+        },
+        fail: (err) => {
+          judge(b, err);
+          throw err;
+        },
+      };
+      breakers.set(key, g);
     }
-    return b;
+    lastKey = key;
+    lastGuard = g;
+    return g;
   };
 
   const isFailure = (err: unknown): boolean | undefined => {
@@ -325,15 +350,15 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
     else b.onIgnored();
   };
 
-  async function run(next: Invoke, call: OutgoingCall, b: CircuitBreaker): Promise<unknown> {
+  /** A unary or client-streaming call: judged when its promise settles. */
+  function run(next: Invoke, call: OutgoingCall, g: Guard): Promise<unknown> {
+    let out: Promise<unknown>;
     try {
-      const reply = await next(call);
-      b.onSuccess();
-      return reply;
+      out = next(call) as Promise<unknown>;
     } catch (err) {
-      judge(b, err);
-      throw err;
+      out = Promise.reject(err);
     }
+    return out.then(g.ok, g.fail);
   }
 
   /** A server-streaming or bidi call: judged (and its probe slot freed) when its stream is over. */
@@ -363,24 +388,24 @@ export function breaker(options: BreakerOptions = {}): BreakerInterceptor {
       const streaming = call.kind === MethodKind.SERVER_STREAM || call.kind === MethodKind.BIDI;
       if (streaming && !guardStreams) return next(call);
       const key = scope === 'method' ? `${call.service}.${call.method}` : call.service;
-      const b = breakerOf(key);
-      if (!b.tryAcquire()) {
+      const g = guardOf(key);
+      if (!g.b.tryAcquire()) {
         stats.rejected++;
-        const err = openError(key, b);
+        const err = openError(key, g.b);
         return streaming ? failedStream(err) : Promise.reject(err);
       }
       stats.admitted++;
-      return streaming ? runStream(next, call, b) : run(next, call, b);
+      return streaming ? runStream(next, call, g.b) : run(next, call, g);
     }) as BreakerInterceptor;
   Object.defineProperties(interceptor, {
     stats: {
       value: (): BreakerStats => {
         const states: Record<string, BreakerStateValue> = {};
-        for (const [k, b] of breakers) states[k] = b.state;
+        for (const [k, g] of breakers) states[k] = g.b.state;
         return { ...stats, states };
       },
     },
-    breakerFor: { value: (key: string): CircuitBreaker | undefined => breakers.get(key) },
+    breakerFor: { value: (key: string): CircuitBreaker | undefined => breakers.get(key)?.b },
   });
   return interceptor;
 }

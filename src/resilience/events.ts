@@ -11,7 +11,7 @@
  * no event object.
  */
 import diagnostics from 'node:diagnostics_channel';
-import { createError, ErrorCode, type SkeinError } from '../errors.js';
+import { ErrorCode, expectedError, type SkeinError } from '../errors.js';
 import { EWMA_ALPHA } from './defaults.js';
 
 /** Channel names, `skein:<layer>:<event>`. */
@@ -55,7 +55,7 @@ export function publish(name: ResilienceChannelName, service: string, method: st
 export function refusal(name: ResilienceChannelName, service: string, method: string, reason: string, retryAfterMs: number, message: string): SkeinError {
   const ms = Number.isFinite(retryAfterMs) ? Math.max(0, Math.ceil(retryAfterMs)) : 0;
   publish(name, service, method, reason, ms);
-  return createError(ErrorCode.LIMITED, `${message} (retry after ${ms}ms)`, { details: { reason, retryAfterMs: ms }, metadata: { [RETRY_AFTER_TRAILER]: String(ms) } });
+  return expectedError(ErrorCode.LIMITED, `${message} (retry after ${ms}ms)`, { details: { reason, retryAfterMs: ms }, metadata: { [RETRY_AFTER_TRAILER]: String(ms) } });
 }
 
 /** An exponentially weighted moving average (undefined until the first sample). */

@@ -31,7 +31,7 @@
 import diagnostics from 'node:diagnostics_channel';
 import { createError, ErrorCode } from '../errors.js';
 import { MethodKind } from '../rpc/define.js';
-import { ROUTE_HINT, type CallOptions, type ClientInterceptor, type Invoke, type OutgoingCall, type RouteHint } from '../rpc/types.js';
+import { ROUTE_HINT, RouteHint, type CallOptions, type ClientInterceptor, type Invoke, type OutgoingCall } from '../rpc/types.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { HedgeDefaults } from './defaults.js';
 import { retryBudget, type RetryBudget } from './retry-budget.js';
@@ -158,7 +158,7 @@ export function hedge(options: HedgeOptions = {}): HedgeInterceptor {
       const dl = Date.now() + o.timeout;
       if (deadline === undefined || dl < deadline) deadline = dl;
     }
-    const hint: RouteHint = o[ROUTE_HINT] ?? { tried: new Set<string>() };
+    const hint: RouteHint = o[ROUTE_HINT] ?? new RouteHint();
     const delayMs = delayFor(key);
     return new Promise<unknown>((resolve, reject) => {
       const controllers: AbortController[] = [];

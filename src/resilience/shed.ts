@@ -7,8 +7,8 @@
  * latency: about when a slot frees). The limit moves with what the server observes:
  *
  *   success, latency <= target, limit was in use (inflight >= limit/2)  → limit += 1
- *   latency > target, or the handler failed RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED
- *                                                                        → limit *= backoffRatio
+ *   latency > target, or the handler failed RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED,
+ *   and the call was admitted after the last decrease                    → limit *= backoffRatio
  *   (always within [minLimit, maxLimit]; other errors and cancellations leave it alone)
  *
  *   target = targetLatencyMs, or max(tolerance × baseline, minTargetLatencyMs), where the
@@ -18,13 +18,23 @@
  * This is the AIMD limiter of Netflix's concurrency-limits, chosen over Gradient2 because
  * it has fewer knobs and its behaviour is easy to state; the limit "probes" upward only
  * while it is actually the bottleneck (the inflight >= limit/2 check), so an idle server
- * does not drift to maxLimit. Only unary and client-streaming calls give latency samples
+ * does not drift to maxLimit. The limit comes down at most once per "generation": only a
+ * call admitted after the last decrease can cause the next one — one stall (a GC pause, the
+ * process losing the CPU) makes every call in flight slow at once, and is one signal, not
+ * one per call (without this, 256 calls in flight through one 20 ms pause would multiply
+ * the limit by 0.9^256). Only unary and client-streaming calls give latency samples
  * (a stream's duration is not a service time). Streaming calls pass through unless
  * `streams: true`, then they hold a permit until their replies end; `exempt` services
  * (skein.health by default) are never shed.
+ *
+ * As a server's default policy the interceptor runs as an admission gate
+ * (src/rpc/admission.ts): the same limiter, checked by the server itself before the handler
+ * and released when the call's status is sent, so the server keeps its fast path.
  */
 import { createError, ErrorCode, Status } from '../errors.js';
-import { MethodKind } from '../rpc/define.js';
+import type { SkeinError } from '../errors.js';
+import { NOT_GATED, type AdmissionGate } from '../rpc/admission.js';
+import { MethodKind, type MethodKindValue } from '../rpc/define.js';
 import type { Handle, IncomingCall, ServerInterceptor } from '../rpc/types.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { ShedDefaults } from './defaults.js';
@@ -71,7 +81,7 @@ export interface ShedStats {
   baselineMs: number | undefined;
 }
 
-export type ShedInterceptor = ServerInterceptor & { stats(): ShedStats; readonly limiter: AimdLimiter };
+export type ShedInterceptor = ServerInterceptor & { stats(): ShedStats; readonly limiter: AimdLimiter; readonly gate?: AdmissionGate };
 
 type Resolved = Required<Omit<ShedOptions, 'targetLatencyMs' | 'clock' | 'exempt'>> & { targetLatencyMs: number | undefined; exempt: ReadonlySet<string> };
 
@@ -111,11 +121,16 @@ export class AimdLimiter {
   increases = 0;
   decreases = 0;
   #baseline: number | undefined;
+  /** Clock time of the last decrease: calls admitted before it cannot cause another. */
+  #lastDecreaseAt = -Infinity;
   #windowMin = Infinity;
   #windowCount = 0;
   readonly latency = new Ewma();
 
-  constructor(private readonly o: Readonly<Resolved>) {
+  constructor(
+    private readonly o: Readonly<Resolved>,
+    private readonly clock: Clock = systemClock,
+  ) {
     this.#limit = o.initialLimit;
   }
 
@@ -144,29 +159,32 @@ export class AimdLimiter {
 
   /**
    * Give a permit back, with what was observed: `latencyMs` of a finished call (undefined
-   * for no sample) and whether it ended in an overload status.
+   * for no sample), whether it ended in an overload status, and when (clock time) it was
+   * admitted — for the once-per-generation decrease.
    */
-  release(inflightAtStart: number, latencyMs: number | undefined, overloadStatus: boolean): void {
+  release(inflightAtStart: number, latencyMs: number | undefined, overloadStatus: boolean, admittedAt: number): void {
     this.inflight--;
     if (overloadStatus) {
-      this.#decrease();
+      this.#decrease(admittedAt);
       return;
     }
     if (latencyMs === undefined) return;
     this.latency.add(latencyMs);
     const target = this.targetMs;
     this.#sampleBaseline(latencyMs);
-    if (target !== undefined && latencyMs > target) this.#decrease();
+    if (target !== undefined && latencyMs > target) this.#decrease(admittedAt);
     else if ((inflightAtStart + 1) * 2 >= this.#limit && this.#limit < this.o.maxLimit) {
       this.#limit = Math.min(this.o.maxLimit, this.#limit + 1);
       this.increases++;
     }
   }
 
-  #decrease(): void {
+  #decrease(admittedAt: number): void {
+    if (admittedAt < this.#lastDecreaseAt) return; // this generation already paid
     const next = Math.max(this.o.minLimit, this.#limit * this.o.backoffRatio);
     if (next < this.#limit) this.decreases++;
     this.#limit = next;
+    this.#lastDecreaseAt = this.clock.now();
   }
 
   #sampleBaseline(latencyMs: number): void {
@@ -189,24 +207,48 @@ function isOverloadStatus(err: unknown): boolean {
 export function shed(options: ShedOptions = {}): ShedInterceptor {
   const o = resolveOptions(options);
   const clock = options.clock ?? systemClock;
-  const limiter = new AimdLimiter(o);
+  const limiter = new AimdLimiter(o, clock);
   const counters = { admitted: 0, refused: 0 };
+  const refuse = (service: string, method: string): SkeinError => {
+    counters.refused++;
+    return refusal(ResilienceChannel.SHED, service, method, 'concurrency-limit', limiter.latency.value ?? ShedDefaults.retryAfterMs, `server overloaded (concurrency limit ${limiter.limit})`);
+  };
+  const isSampled = (kind: MethodKindValue): boolean => kind === MethodKind.UNARY || kind === MethodKind.CLIENT_STREAM;
+
+  // The same decisions as the interceptor below, run by the server around its fast path
+  // (src/rpc/admission.ts). The ticket is the inflight count at admission. Only with the
+  // real clock: the server measures the elapsed time itself (performance.now, as
+  // systemClock); a test clock keeps the interceptor path, which measures with it.
+  const gate: AdmissionGate | undefined =
+    options.clock === undefined
+      ? {
+          admit(service, method, kind) {
+            if ((!isSampled(kind) && !o.streams) || o.exempt.has(service)) return NOT_GATED;
+            const before = limiter.tryAcquire();
+            if (before < 0) return refuse(service, method);
+            counters.admitted++;
+            return before;
+          },
+          release(ticket, kind, elapsedMs, err, cancelled) {
+            const measured = isSampled(kind) && err === undefined && !cancelled;
+            limiter.release(ticket, measured ? elapsedMs : undefined, err !== undefined && !cancelled && isOverloadStatus(err), clock.now() - elapsedMs);
+          },
+        }
+      : undefined;
 
   const interceptor = ((next: Handle): Handle =>
     (call: IncomingCall) => {
-      const sampled = call.kind === MethodKind.UNARY || call.kind === MethodKind.CLIENT_STREAM;
+      const sampled = isSampled(call.kind);
       if ((!sampled && !o.streams) || o.exempt.has(call.service)) return next(call);
       const before = limiter.tryAcquire();
-      if (before < 0) {
-        counters.refused++;
-        throw refusal(ResilienceChannel.SHED, call.service, call.method, 'concurrency-limit', limiter.latency.value ?? ShedDefaults.retryAfterMs, `server overloaded (concurrency limit ${limiter.limit})`);
-      }
+      if (before < 0) throw refuse(call.service, call.method);
       counters.admitted++;
       const start = clock.now();
       return runHeld(next, call, (err) => {
-        limiter.release(before, sampled && err === undefined ? clock.now() - start : undefined, err !== undefined && isOverloadStatus(err));
+        limiter.release(before, sampled && err === undefined ? clock.now() - start : undefined, err !== undefined && isOverloadStatus(err), start);
       });
     }) as ShedInterceptor;
+  if (gate !== undefined) Object.defineProperty(interceptor, 'gate', { value: gate, enumerable: true });
   interceptor.stats = () => ({ ...counters, limit: limiter.limit, inflight: limiter.inflight, peakInflight: limiter.peakInflight, increases: limiter.increases, decreases: limiter.decreases, baselineMs: limiter.baselineMs });
   Object.defineProperty(interceptor, 'limiter', { value: limiter, enumerable: true });
   return interceptor;

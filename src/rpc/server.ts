@@ -19,7 +19,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
-import { createError, ErrorCode, isSkeinError, Status, statusName, type SkeinError } from '../errors.js';
+import { performance } from 'node:perf_hooks';
+import { createError, ErrorCode, expectedError, isSkeinError, Status, statusName, type SkeinError } from '../errors.js';
 import { bytesCodec, CodecId, getCodec, type Codec } from '../codec/index.js';
 import { formatAddress, getTransport } from '../transport/index.js';
 import { registrarFor } from '../discovery/registry.js';
@@ -35,6 +36,7 @@ import { checkMetadata, type CallHead, type Metadata } from '../wire/payloads.js
 import { MethodKind, type MethodDef, type MethodMap, type ServiceDef } from './define.js';
 import { InboundQueue } from './inbound.js';
 import { DrainGate, pumpSource } from './outbound.js';
+import { NOT_GATED, splitGates, type AdmissionGate } from './admission.js';
 import { serverPolicies, type ServerPolicyOptions } from './policies.js';
 import { validate } from './validate.js';
 import { compose, type CallContext, type CallOptions, type Handle, type Handlers, type ImplementedService, type ServerInterceptor } from './types.js';
@@ -108,6 +110,8 @@ interface MethodEntry {
   handle: Handle;
   /** The bare handler, when there are no interceptors (skips building an IncomingCall). */
   direct: ((request: unknown, ctx: CallContext) => ReturnType<Handle>) | undefined;
+  /** Admission gates run around the call (the leading gated interceptors: src/rpc/admission.ts). */
+  gates: readonly AdmissionGate[];
   /** Load reporting: where the call is counted while it runs; undefined for skein.health (watches are not load). */
   load: CallLoad | undefined;
 }
@@ -141,8 +145,10 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Addresses registered, one per listener (with `discovery`). */
   private readonly advertised: string[] = [];
   private listening = false;
-  /** The default policies, then the user's interceptors: what wraps every handler. */
+  /** The default policies, then the user's interceptors, less the leading gates: what wraps every handler. */
   private readonly interceptors: readonly ServerInterceptor[];
+  /** The leading gated interceptors of that chain, run as admission gates (src/rpc/admission.ts). */
+  private readonly gates: readonly AdmissionGate[];
   /** Load reporting (src/observe/load.ts): calls running now and the unary latency average. */
   private readonly callLoad = new CallLoad();
   /** Created on the first `load()` (no timer: sampled by the health service's load watches). */
@@ -151,7 +157,9 @@ export class Server extends EventEmitter<ServerEvents> {
   constructor(options: ServerOptions = {}) {
     super();
     this.options = Object.freeze({ ...options });
-    this.interceptors = [...serverPolicies(options.resilience), ...(options.interceptors ?? [])];
+    const { gates, rest } = splitGates([...serverPolicies(options.resilience), ...(options.interceptors ?? [])]);
+    this.gates = gates;
+    this.interceptors = rest;
     this.onError = options.onError ?? ((err, w) => process.stderr.write(`skein: handler ${w.service}.${w.method} failed: ${(err as Error)?.stack ?? String(err)}\n`));
     if (options.ttl !== undefined && !(Number.isFinite(options.ttl) && options.ttl > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `createServer(): ttl must be a positive number of seconds, got ${options.ttl}`);
     if (options.health !== false) {
@@ -182,7 +190,7 @@ export class Server extends EventEmitter<ServerEvents> {
           ? (call) => fn.call(handlers, call.request, call.ctx) as ReturnType<Handle>
           : async (call) => fn.call(handlers, await validate(input, call.request, 'request'), call.ctx) as ReturnType<Handle>;
       const direct = interceptors.length === 0 && input === undefined ? (request: unknown, ctx: CallContext) => fn.call(handlers, request, ctx) as ReturnType<Handle> : undefined;
-      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct, load: def.name === HEALTH_SERVICE ? undefined : this.callLoad });
+      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct, load: def.name === HEALTH_SERVICE ? undefined : this.callLoad , gates: this.gates });
     }
     this.services.set(def.name, methods);
     if (def.name !== HEALTH_SERVICE && this.health !== undefined) this.health.set(def.name, this.listening && !this.closing ? HealthStatus.SERVING : HealthStatus.NOT_SERVING);
@@ -421,6 +429,11 @@ class ServerCall implements CallContext, StreamHandler {
   private gate: DrainGate | undefined;
   /** Load reporting: when the handler started (`CallLoad.begin`), -1 while not counted. */
   private startedAt = -1;
+  /** Admission gates: admitted and not released yet; when; the first gate's ticket, the others'. */
+  private gated = false;
+  private admittedAt = 0;
+  private ticket = NOT_GATED;
+  private tickets: number[] | undefined;
 
   constructor(
     private readonly onError: (err: unknown, where: { service: string; method: string }) => void,
@@ -530,6 +543,7 @@ class ServerCall implements CallContext, StreamHandler {
 
   private async run(request: unknown): Promise<void> {
     const def = this.entry.def;
+    if (this.entry.gates.length > 0 && !this.gated && !this.admit()) return;
     const load = this.entry.load;
     if (load !== undefined && this.startedAt < 0) this.startedAt = load.begin(def.kind === MethodKind.UNARY);
     try {
@@ -558,12 +572,48 @@ class ServerCall implements CallContext, StreamHandler {
     }
   }
 
+  /**
+   * Ask every admission gate, in order; false when one refused (the call is then finished
+   * with its refusal, and the gates that had admitted it are released as not measured).
+   */
+  private admit(): boolean {
+    const gates = this.entry.gates;
+    const kind = this.entry.def.kind;
+    this.gated = true;
+    this.admittedAt = performance.now();
+    for (let i = 0; i < gates.length; i++) {
+      const t = gates[i]!.admit(this.service, this.method, kind);
+      if (typeof t !== 'number') {
+        this.releaseGates(undefined, true);
+        this.finish(t);
+        return false;
+      }
+      if (i === 0) this.ticket = t;
+      else (this.tickets ??= [])[i - 1] = t;
+    }
+    return true;
+  }
+
+  /** Give the gates their tickets back (once): how the call ended, or that the client left. */
+  private releaseGates(err: SkeinError | undefined, cancelled: boolean): void {
+    if (!this.gated) return;
+    this.gated = false;
+    const gates = this.entry.gates;
+    const kind = this.entry.def.kind;
+    const elapsed = performance.now() - this.admittedAt;
+    for (let i = 0; i < gates.length; i++) {
+      const t = i === 0 ? this.ticket : (this.tickets?.[i - 1] ?? NOT_GATED);
+      if (t !== NOT_GATED) gates[i]!.release(t, kind, elapsed, err, cancelled);
+    }
+  }
+
   /** Send the final status (OK when `err` is undefined) and release everything. */
   private finish(err: SkeinError | undefined): void {
     if (this.done) return;
     this.done = true;
     stopTimer(this.timer);
     if (this.startedAt >= 0) this.uncount(true);
+    if (this.gated) this.releaseGates(err, false);
     const trailers = err === undefined ? this.trailersMd : { ...err.metadata, ...this.trailersMd };
     try {
       checkMetadata(trailers);
@@ -574,9 +624,9 @@ class ServerCall implements CallContext, StreamHandler {
       this.onError(bad, { service: this.service, method: this.method });
       this.stream.end(Status.INTERNAL, `handler produced invalid trailers: ${(bad as Error).message}`);
     }
-    this.inbound?.fail(createError(ErrorCode.CANCELLED, 'call finished'));
+    this.inbound?.fail(expectedError(ErrorCode.CANCELLED, 'call finished'));
     this.gate?.open();
-    if (err !== undefined) this.signalAbort(createError(ErrorCode.CANCELLED, `call ended with ${statusName(err.status)}`));
+    if (err !== undefined) this.signalAbort(expectedError(ErrorCode.CANCELLED, `call ended with ${statusName(err.status)}`));
   }
 
   /** The stream died under the call (client cancel, connection lost): stop the handler. */
@@ -585,6 +635,7 @@ class ServerCall implements CallContext, StreamHandler {
     this.done = true;
     stopTimer(this.timer);
     if (this.startedAt >= 0) this.uncount(false);
+    if (this.gated) this.releaseGates(err, true);
     this.inbound?.fail(err);
     this.gate?.open();
     this.signalAbort(err);

@@ -33,9 +33,34 @@ export interface CallOptions {
 /** @internal Key of the per-call route hint in CallOptions (set by the retry interceptor). */
 export const ROUTE_HINT: unique symbol = Symbol('skein.routeHint');
 
-/** @internal Shared by every attempt of one call: the subchannel ids already tried. */
-export interface RouteHint {
-  readonly tried: Set<string>;
+/**
+ * @internal Shared by every attempt of one call: the subchannel ids already tried. Made for
+ * every call a retry policy sees (on by default), so it allocates nothing until a second
+ * id is added: most calls have one attempt.
+ */
+export class RouteHint {
+  #first: string | undefined;
+  #more: Set<string> | undefined;
+
+  /** Record an instance this call was sent to. */
+  add(id: string): void {
+    if (this.#first === undefined) this.#first = id;
+    else if (id !== this.#first) (this.#more ??= new Set()).add(id);
+  }
+
+  has(id: string): boolean {
+    return id === this.#first || this.#more?.has(id) === true;
+  }
+
+  /** Instances tried so far. */
+  get size(): number {
+    return this.#first === undefined ? 0 : 1 + (this.#more?.size ?? 0);
+  }
+
+  /** The ids tried, in the order first tried. */
+  ids(): string[] {
+    return this.#first === undefined ? [] : [this.#first, ...(this.#more ?? [])];
+  }
 }
 
 /** What a handler knows about its call. */

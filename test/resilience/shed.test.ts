@@ -152,3 +152,27 @@ test('shed - bad options are INVALID_OPTIONS', () => {
     assert.throws(() => shed(o), (e: any) => e.code === 'SKEIN_ERR_INVALID_OPTIONS', JSON.stringify(o));
   }
 });
+
+test('shed - one stall that slows every call in flight cuts the limit once, not once per call', async () => {
+  const h = harness({ initialLimit: 64, targetLatencyMs: 50, backoffRatio: 0.9 });
+  h.setLatency(200); // a 200 ms pause hits all 32 calls admitted together
+  await h.burst(32);
+  assert.equal(h.s.stats().decreases, 1);
+  assert.equal(h.s.stats().limit, Math.floor(64 * 0.9));
+  await h.burst(8); // admitted after that cut: a new generation may cut again
+  assert.equal(h.s.stats().decreases, 2);
+});
+
+test('shed - as the first policy it runs as the server\'s admission gate; after another interceptor, as an interceptor', () => {
+  const s = shed();
+  assert.equal(typeof s.gate?.admit, 'function', 'shed() offers a gate');
+  assert.equal(shed({ clock: new FakeClock() }).gate, undefined, 'not with a test clock: the interceptor measures with it');
+  const g = s.gate!;
+  const t = g.admit('svc', 'm', 'unary');
+  assert.equal(typeof t, 'number');
+  assert.equal(s.stats().inflight, 1);
+  g.release(t as number, 'unary', 1, undefined, false);
+  assert.equal(s.stats().inflight, 0);
+  assert.equal(g.admit('skein.health', 'check', 'unary'), -1, 'exempt services are not gated');
+  assert.equal(g.admit('svc', 'watch', 'serverStream'), -1, 'streams are not gated by default');
+});
