@@ -8,7 +8,8 @@
  *
  *   success, latency <= target, limit was in use (inflight >= limit/2)  → limit += 1
  *   latency > target, or the handler failed RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED,
- *   and the call was admitted after the last decrease                    → limit *= backoffRatio
+ *   and the call was admitted after the last decrease
+ *                      → limit *= min(backoffRatio, max(0.5, target / latency))
  *   (always within [minLimit, maxLimit]; other errors and cancellations leave it alone)
  *
  *   target = targetLatencyMs, or max(tolerance × baseline, minTargetLatencyMs), where the
@@ -172,16 +173,22 @@ export class AimdLimiter {
     this.latency.add(latencyMs);
     const target = this.targetMs;
     this.#sampleBaseline(latencyMs);
-    if (target !== undefined && latencyMs > target) this.#decrease(admittedAt);
+    if (target !== undefined && latencyMs > target) this.#decrease(admittedAt, target / latencyMs);
     else if ((inflightAtStart + 1) * 2 >= this.#limit && this.#limit < this.o.maxLimit) {
       this.#limit = Math.min(this.o.maxLimit, this.#limit + 1);
       this.increases++;
     }
   }
 
-  #decrease(admittedAt: number): void {
+  /**
+   * One cut per generation: by backoffRatio, or deeper when the latency overshoots the
+   * target by more (× target/latency, never below × 0.5) — once per generation is slow to
+   * come down from a deep overload with backoffRatio alone.
+   */
+  #decrease(admittedAt: number, overshoot = 1): void {
     if (admittedAt < this.#lastDecreaseAt) return; // this generation already paid
-    const next = Math.max(this.o.minLimit, this.#limit * this.o.backoffRatio);
+    const ratio = Math.min(this.o.backoffRatio, Math.max(MIN_CUT, overshoot));
+    const next = Math.max(this.o.minLimit, this.#limit * ratio);
     if (next < this.#limit) this.decreases++;
     this.#limit = next;
     this.#lastDecreaseAt = this.clock.now();
@@ -197,6 +204,9 @@ export class AimdLimiter {
     }
   }
 }
+
+/** The deepest single cut of the limit (for a latency far above the target). */
+const MIN_CUT = 0.5;
 
 function isOverloadStatus(err: unknown): boolean {
   const s = (err as { status?: unknown } | null)?.status;
