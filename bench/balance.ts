@@ -21,6 +21,7 @@ import os from 'node:os';
 import { connect, createServer, implement, service, unary } from '../src/index.js';
 import { exitWithParent, fatal, serverMain } from './lib/child.js';
 import { benchScript, Child } from './lib/proc.js';
+import { envNum, errorMessage, firstLine, fmtInt, fmtRatio, fmtRuns, fmtSpread, table } from './lib/report.js';
 import { median, percentile, Samples, spread } from './lib/stats.js';
 
 const Who = service('who', {
@@ -46,14 +47,6 @@ interface ClientResult {
   errors: number;
   /** Calls answered by each replica in the measured window. */
   by: Record<string, number>;
-}
-
-function envNum(name: string, def: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${v}`);
-  return n;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -137,7 +130,6 @@ async function clientRole(balancer: string, url: string, inflight: number, secon
 // ---------------------------------------------------------------------------- orchestrator
 
 const fmtMs = (us: number): string => (Number.isFinite(us) ? `${(us / 1000).toFixed(2)} ms` : 'n/a');
-const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
 const fmtPct = (x: number): string => (Number.isFinite(x) ? `${(x * 100).toFixed(1)} %` : 'n/a');
 
 async function orchestrate(): Promise<void> {
@@ -174,8 +166,8 @@ async function orchestrate(): Promise<void> {
           results[balancer].push(r);
           process.stderr.write(`[run ${run + 1}/${runs}] ${balancer}: ${fmtInt(r.rps)} calls/s, p50 ${fmtMs(r.p50_us)}, p99 ${fmtMs(r.p99_us)}, slow replica ${fmtPct((r.by.slow ?? 0) / r.count)}${r.errors ? `, ${r.errors} errors` : ''}\n`);
         } catch (err) {
-          failures[balancer].push(err instanceof Error ? (err.message.split('\n')[0] ?? '') : String(err));
-          process.stderr.write(`[run ${run + 1}/${runs}] ${balancer}: FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
+          failures[balancer].push(firstLine(err));
+          process.stderr.write(`[run ${run + 1}/${runs}] ${balancer}: FAILED: ${errorMessage(err)}\n`);
         } finally {
           await c.stop();
         }
@@ -196,17 +188,16 @@ async function orchestrate(): Promise<void> {
       n ? fmtMs(med(p, (r) => r.p50_us)) : '',
       n ? fmtMs(med(p, (r) => r.p99_us)) : '',
       n ? fmtMs(med(p, (r) => r.p999_us)) : '',
-      n ? `±${(spread(results[p].map((r) => r.p99_us)) * 50).toFixed(0)}%` : '',
+      n ? fmtSpread(spread(results[p].map((r) => r.p99_us))) : '',
       n ? fmtPct(med(p, (r) => (r.by.slow ?? 0) / r.count)) : '',
-      `${n}${failures[p].length ? ` (${failures[p].length} failed)` : ''}`,
+      fmtRuns(n, failures[p].length),
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => [...(r[i] ?? '')].length)));
-  for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  console.log(table(rows, 1));
 
   const ratio = med('p2c-ewma', (r) => r.p99_us) / med('round-robin', (r) => r.p99_us);
   const pass = Number.isFinite(ratio) ? ratio <= 0.3 : null;
-  console.log(`\nTarget (issue 4): p99(p2c-ewma) / p99(round-robin) ≤ 0.30× — measured ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : 'n/a'}: ${pass === null ? 'n/a' : pass ? 'PASS' : 'FAIL'}`);
+  console.log(`\nTarget (issue 4): p99(p2c-ewma) / p99(round-robin) ≤ 0.30× — measured ${fmtRatio(ratio, 2)}: ${pass === null ? 'n/a' : pass ? 'PASS' : 'FAIL'}`);
   process.exitCode = process.env.BENCH_STRICT === '1' && pass !== true ? 1 : 0;
 }
 

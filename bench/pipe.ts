@@ -30,12 +30,14 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, createWriteStream, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, rmSync, statSync } from 'node:fs';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
+import { fatal } from './lib/child.js';
+import { envNum, errorMessage, firstLine, fmtRatio, fmtRuns, fmtSpread, machineMeta, parseJsonArg, printHeader, rotate, table, writeJson } from './lib/report.js';
 import { median, spread } from './lib/stats.js';
 
 /** Measured by default. */
@@ -52,19 +54,6 @@ type Impl = (typeof ALL_IMPLS)[number];
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const MiB = 1024 * 1024;
-
-function envNum(name: string, def: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got ${v}`);
-  return n;
-}
-
-function fatal(err: unknown): never {
-  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-}
 
 // ---------------------------------------------------------------------------- children: the bare Node pipe
 
@@ -276,32 +265,14 @@ async function measure(impl: Impl, input: string, out: string, timeoutMs: number
 // ---------------------------------------------------------------------------- orchestrator
 
 const fmtMBps = (x: number | null): string => (x === null || !Number.isFinite(x) ? 'n/a' : `${x.toFixed(0)} MB/s`);
-const fmtRatio = (x: number | null): string => (x === null || !Number.isFinite(x) ? 'n/a' : `${x.toFixed(2)}×`);
-
-function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, [...c].length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd()).join('\n');
-}
-
-function parseArgs(argv: string[]): string | null {
-  let json: string | null = null;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '-h' || a === '--help') {
-      console.log('usage: node dist/bench/pipe.js [--json [FILE]]\nenv: BENCH_PIPE_MB (1024) BENCH_RUNS (3) BENCH_IMPLS (skein,net,socat; also skein-stdout) BENCH_STRICT (0) BENCH_VERBOSE (0)');
-      process.exit(0);
-    } else if (a.startsWith('--json=')) json = a.slice('--json='.length);
-    else if (a === '--json') json = argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('-') ? argv[++i]! : `.bench-out/pipe-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return json;
-}
 
 async function orchestrate(argv: string[]): Promise<void> {
-  const json = parseArgs(argv);
-  const mib = envNum('BENCH_PIPE_MB', 1024);
-  const runs = Math.max(1, Math.round(envNum('BENCH_RUNS', 3)));
+  const json = parseJsonArg(argv, {
+    name: 'pipe',
+    usage: 'usage: node dist/bench/pipe.js [--json [FILE]]\nenv: BENCH_PIPE_MB (1024) BENCH_RUNS (3) BENCH_IMPLS (skein,net,socat; also skein-stdout) BENCH_STRICT (0) BENCH_VERBOSE (0)',
+  });
+  const mib = envNum('BENCH_PIPE_MB', 1024, { positive: true });
+  const runs = Math.max(1, Math.round(envNum('BENCH_RUNS', 3, { positive: true })));
   const bytes = Math.round(mib * MiB);
   const strict = process.env.BENCH_STRICT === '1';
   const wanted = (process.env.BENCH_IMPLS ?? IMPLS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
@@ -309,18 +280,8 @@ async function orchestrate(argv: string[]): Promise<void> {
   const socat = haveSocat();
   const impls = ALL_IMPLS.filter((i) => wanted.includes(i) && (i !== 'socat' || socat));
 
-  const cpus = os.cpus();
-  const meta = {
-    date: new Date().toISOString(),
-    cpus: cpus.length,
-    cpu_model: cpus[0]?.model ?? 'unknown',
-    total_mem_mb: Math.round(os.totalmem() / 1e6),
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    loadavg_at_start: os.loadavg().map((x) => Number(x.toFixed(2))),
-  };
-  console.log(`skein bench pipe — ${meta.date}`);
-  console.log(`machine: ${meta.cpus} × ${meta.cpu_model}, ${meta.total_mem_mb} MB RAM, ${meta.platform}, node ${meta.node}, load ${meta.loadavg_at_start.join(' ')}`);
+  const meta = machineMeta();
+  printHeader('pipe', meta);
   console.log(`settings: ${mib} MiB file → file over TCP 127.0.0.1 | ${impls.join(', ')} | ${runs} run(s), interleaved, medians`);
   if (!socat && wanted.includes('socat')) console.log('socat: not installed');
 
@@ -335,8 +296,7 @@ async function orchestrate(argv: string[]): Promise<void> {
   const results: RunResult[] = [];
   const failures: Array<{ impl: Impl; run: number; error: string }> = [];
   for (let run = 0; run < runs; run++) {
-    const order = impls.map((_, i) => impls[(i + run) % impls.length]!);
-    for (const impl of order) {
+    for (const impl of rotate(impls, run)) {
       try {
         const seconds = await measure(impl, input, out, timeoutMs);
         const size = statSync(out).size;
@@ -347,9 +307,8 @@ async function orchestrate(argv: string[]): Promise<void> {
         results.push(r);
         process.stderr.write(`[run ${run + 1}/${runs}] ${impl}: ${seconds.toFixed(2)} s, ${fmtMBps(r.mbps)} (size and SHA-256 verified)\n`);
       } catch (err) {
-        const msg = err instanceof Error ? err.message : String(err);
-        failures.push({ impl, run: run + 1, error: msg.split('\n')[0]! });
-        process.stderr.write(`[run ${run + 1}/${runs}] ${impl}: FAILED: ${msg}\n`);
+        failures.push({ impl, run: run + 1, error: firstLine(err) });
+        process.stderr.write(`[run ${run + 1}/${runs}] ${impl}: FAILED: ${errorMessage(err)}\n`);
       } finally {
         rmSync(out, { force: true });
         for (const suffix of ['.skein-part', '.skein-state']) rmSync(out + suffix, { force: true });
@@ -380,18 +339,16 @@ async function orchestrate(argv: string[]): Promise<void> {
       s.impl,
       fmtMBps(s.median_mbps),
       s.median_seconds === null ? 'n/a' : s.median_seconds.toFixed(2),
-      s.spread === null || !Number.isFinite(s.spread) ? '' : `±${(s.spread * 50).toFixed(0)}%`,
-      s.impl === 'net' ? '1' : fmtRatio(s.median_mbps !== null && net !== null ? s.median_mbps / net : null),
-      `${s.runs}${failures.some((f) => f.impl === s.impl) ? ` (${failures.filter((f) => f.impl === s.impl).length} failed)` : ''}`,
+      fmtSpread(s.spread),
+      s.impl === 'net' ? '1' : fmtRatio(s.median_mbps !== null && net !== null ? s.median_mbps / net : null, 2),
+      fmtRuns(s.runs, failures.filter((f) => f.impl === s.impl).length),
     ]);
   }
   if (!socat && wanted.includes('socat')) rows.push(['socat', 'not installed', '', '', '', '']);
-  console.log(table(rows));
-  console.log(`\ngoal ≥ 0.9× the bare Node pipe — ${pass === null ? 'n/a' : pass ? 'met' : 'missed'} (skein / net = ${fmtRatio(ratio)})`);
+  console.log(table(rows, 1));
+  console.log(`\ngoal ≥ 0.9× the bare Node pipe — ${pass === null ? 'n/a' : pass ? 'met' : 'missed'} (skein / net = ${fmtRatio(ratio, 2)})`);
 
   if (json !== null) {
-    const file = resolve(json);
-    mkdirSync(dirname(file), { recursive: true });
     const doc = {
       bench: 'pipe',
       meta,
@@ -403,8 +360,7 @@ async function orchestrate(argv: string[]): Promise<void> {
       goal: { description: 'skein pipe ≥ 0.9 × the bare Node net pipe (median MB/s, 1 GiB file → file)', ratio, pass },
       failures,
     };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
-    console.log(`\nresults written to ${file}`);
+    console.log(`\nresults written to ${writeJson(json, doc)}`);
   }
   if (failures.length > 0) {
     process.stderr.write(`bench pipe: ${failures.length} measurement(s) failed\n`);

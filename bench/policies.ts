@@ -24,13 +24,11 @@
  * `--json [FILE]` also writes the results (default .bench-out/policies-<date>.json).
  * Exit status 1 when a measurement failed, or (BENCH_STRICT=1) when the goal is missed.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import { dirname, resolve } from 'node:path';
 import { connect, createServer, implement, isSkeinError } from '../src/index.js';
 import { commandLoop, emit, exitWithParent, fatal } from './lib/child.js';
 import { benchScript, Child } from './lib/proc.js';
-import { median, percentile, Samples, spread } from './lib/stats.js';
+import { envList, envNum, errorMessage, firstLine, fmtInt, fmtRatio, fmtRuns, fmtSpread, fmtUs, machineMeta, parseJsonArg, printHeader, ratio, rotate, table, writeJson } from './lib/report.js';
+import { median, percentile, Samples, unaryMedians } from './lib/stats.js';
 import { Bench } from './skein/service.js';
 
 const MODES = ['none', 'default', 'server', 'client'] as const;
@@ -65,24 +63,6 @@ export interface PolicyClientResult {
   /** Share of one core each process used in the window. */
   client_cpu_util: number;
   server_cpu_util?: number;
-}
-
-function envNum(name: string, def: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${v}`);
-  return n;
-}
-
-function envList(name: string, def: number[]): number[] {
-  const v = process.env[name];
-  if (v === undefined || v === '') return def;
-  return v.split(',').map((s) => {
-    const n = Number(s.trim());
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${name}: bad entry ${s}`);
-    return n;
-  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -220,13 +200,8 @@ interface CaseMedian {
 
 function caseMedian(c: Case): CaseMedian | null {
   if (c.runs.length === 0) return null;
-  const rps = c.runs.map((r) => r.rps);
   return {
-    n: c.runs.length,
-    rps: median(rps),
-    rps_spread: spread(rps),
-    p50_us: median(c.runs.map((r) => r.p50_us)),
-    p99_us: median(c.runs.map((r) => r.p99_us)),
+    ...unaryMedians(c.runs),
     errors: median(c.runs.map((r) => Object.values(r.errors).reduce((a, b) => a + b, 0))),
     server_cpu_us_per_call: median(c.runs.map((r) => r.server_cpu_us_per_call ?? NaN)),
     client_cpu_us_per_call: median(c.runs.map((r) => r.client_cpu_us_per_call)),
@@ -241,43 +216,11 @@ async function serverCpu(server: Child): Promise<number> {
   return u.user + u.system;
 }
 
-function rotate<T>(xs: readonly T[], k: number): T[] {
-  return xs.map((_, i) => xs[(i + k) % xs.length]!);
-}
-
-const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-const fmtUs = (x: number): string => (!Number.isFinite(x) ? 'n/a' : x >= 1000 ? `${(x / 1000).toFixed(2)} ms` : `${x.toFixed(1)} µs`);
-const fmtRatio = (x: number | null): string => (x === null || !Number.isFinite(x) ? 'n/a' : `${x.toFixed(3)}×`);
-const fmtSpread = (x: number): string => (Number.isFinite(x) ? `±${(x * 50).toFixed(0)}%` : '');
-const ratio = (a: number | undefined, b: number | undefined): number | null =>
-  a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? null : a / b;
-
-function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, [...c].length)));
-  return rows.map((r) => r.map((c, i) => (i <= 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd()).join('\n');
-}
-
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
-}
-
-function parseJsonArg(argv: string[]): string | null {
-  let json: string | null = null;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '-h' || a === '--help') {
-      console.log('usage: node dist/bench/policies.js [--json [FILE]]\nenv: BENCH_RUNS (5) BENCH_SECONDS (3) BENCH_WARMUP (0.5) BENCH_INFLIGHT (1,256) BENCH_SIZE (64) BENCH_STRICT (0) BENCH_VERBOSE (0)');
-      process.exit(0);
-    } else if (a.startsWith('--json=')) json = a.slice('--json='.length);
-    else if (a === '--json') json = argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('-') ? argv[++i]! : `.bench-out/policies-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return json;
-}
-
 async function orchestrate(argv: string[]): Promise<void> {
-  const json = parseJsonArg(argv);
+  const json = parseJsonArg(argv, {
+    name: 'policies',
+    usage: 'usage: node dist/bench/policies.js [--json [FILE]]\nenv: BENCH_RUNS (5) BENCH_SECONDS (3) BENCH_WARMUP (0.5) BENCH_INFLIGHT (1,256) BENCH_SIZE (64) BENCH_STRICT (0) BENCH_VERBOSE (0)',
+  });
   const runs = Math.max(1, Math.round(envNum('BENCH_RUNS', 5)));
   const seconds = envNum('BENCH_SECONDS', 3);
   if (!(seconds > 0)) throw new Error('BENCH_SECONDS must be > 0');
@@ -286,18 +229,8 @@ async function orchestrate(argv: string[]): Promise<void> {
   const inflights = envList('BENCH_INFLIGHT', [1, 256]);
   const strict = process.env.BENCH_STRICT === '1';
   const script = benchScript('policies.js');
-  const cpus = os.cpus();
-  const meta = {
-    date: new Date().toISOString(),
-    cpus: cpus.length,
-    cpu_model: cpus[0]?.model ?? 'unknown',
-    total_mem_mb: Math.round(os.totalmem() / 1e6),
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    loadavg_at_start: os.loadavg().map((x) => Number(x.toFixed(2))),
-  };
-  console.log(`skein bench policies — ${meta.date}`);
-  console.log(`machine: ${meta.cpus} × ${meta.cpu_model}, ${meta.total_mem_mb} MB RAM, ${meta.platform}, node ${meta.node}, load ${meta.loadavg_at_start.join(' ')}`);
+  const meta = machineMeta();
+  printHeader('policies', meta);
   console.log(`settings: unary echo ${size} B over TCP 127.0.0.1 | in flight ${inflights.join(', ')} | modes ${MODES.join(', ')} | ${runs} run(s) × ${seconds} s (+${warmup} s warm-up)`);
   console.log(`estimated duration: ~${Math.ceil((runs * inflights.length * MODES.length * (seconds + warmup + 0.8)) / 60)} min (progress on stderr)`);
 
@@ -339,7 +272,7 @@ async function orchestrate(argv: string[]): Promise<void> {
           );
         } catch (err) {
           c.failures.push(firstLine(err));
-          process.stderr.write(`[run ${run + 1}/${runs}] ${what}: FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
+          process.stderr.write(`[run ${run + 1}/${runs}] ${what}: FAILED: ${errorMessage(err)}\n`);
         } finally {
           await client?.stop();
           await server.stop();
@@ -382,7 +315,7 @@ async function orchestrate(argv: string[]): Promise<void> {
         mode === 'none' ? '1' : fmtRatio(r.p50),
         mode === 'none' ? '1' : fmtRatio(r.p99),
         mode === 'none' ? '1' : fmtRatio(r.cpu_per_call),
-        `${c.runs.length}${c.failures.length ? ` (${c.failures.length} failed)` : ''}`,
+        fmtRuns(c.runs.length, c.failures.length),
       ]);
       first = false;
     }
@@ -402,8 +335,6 @@ async function orchestrate(argv: string[]): Promise<void> {
 
   const failures = cases.reduce((n, c) => n + c.failures.length, 0);
   if (json !== null) {
-    const file = resolve(json);
-    mkdirSync(dirname(file), { recursive: true });
     const doc = {
       bench: 'policies',
       meta,
@@ -413,8 +344,7 @@ async function orchestrate(argv: string[]): Promise<void> {
       goal: { description: 'req/s at the highest concurrency, default/none ≥ 0.90 (≤ 10 % loss)', inflight: top, ratio: goalRatio, ratio_paired: goalRow?.rps_paired ?? null, loss, pass },
       failures,
     };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
-    console.log(`\nresults written to ${file}`);
+    console.log(`\nresults written to ${writeJson(json, doc)}`);
   }
   if (failures > 0) {
     process.stderr.write(`bench policies: ${failures} measurement(s) failed\n`);

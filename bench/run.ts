@@ -8,12 +8,10 @@
  * implementations interleaved (the order rotates per run and per scenario) and the
  * MEDIAN across runs is reported. See bench/README.md for the scenarios and env vars.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import { dirname, resolve } from 'node:path';
 import type { StreamResult, UnaryResult } from './lib/driver.js';
 import { benchScript, Child, startServer } from './lib/proc.js';
-import { median, spread } from './lib/stats.js';
+import { envList, envNum, errorMessage, firstLine, fmtInt, fmtRatio, fmtRuns, fmtSpread, fmtUs, jsonArgAt, machineMeta, printHeader, type MachineMeta, ratio, rotate, table, writeJson } from './lib/report.js';
+import { median, spread, unaryMedians } from './lib/stats.js';
 import { fdLimit, planClients, runIdle, type IdleResult } from './idle.js';
 
 // ---------------------------------------------------------------------------- settings
@@ -23,24 +21,7 @@ type Impl = (typeof IMPLS)[number];
 const LABEL: Record<Impl, string> = { raw: 'raw net', grpc: 'grpc-js', skein: 'skein' };
 const GROUPS = ['unary', 'stream', 'idle'] as const;
 type Group = (typeof GROUPS)[number];
-
-function envNum(name: string, def: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${v}`);
-  return n;
-}
-
-function envList(name: string, def: number[]): number[] {
-  const v = process.env[name];
-  if (!v) return def;
-  return v.split(',').map((s) => {
-    const n = Number(s.trim());
-    if (!Number.isInteger(n) || n < 0) throw new Error(`${name}: bad entry ${s}`);
-    return n;
-  });
-}
+const isGroup = (a: string): a is Group => (GROUPS as readonly string[]).includes(a);
 
 const HELP = `usage: node dist/bench/run.js [unary] [stream] [idle] [--impl raw,grpc,skein] [--json [FILE]]
 
@@ -68,6 +49,7 @@ function parseArgs(argv: string[]): Options {
   let json: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
+    const j = jsonArgAt(argv, i, 'bench', isGroup);
     if (a === '-h' || a === '--help') {
       console.log(HELP);
       process.exit(0);
@@ -79,12 +61,11 @@ function parseArgs(argv: string[]): Options {
         if (!(IMPLS as readonly string[]).includes(name)) throw new Error(`unknown impl ${s}; known: ${IMPLS.join(', ')}`);
         return name as Impl;
       });
-    } else if (a === '--json' || a.startsWith('--json=')) {
-      if (a.startsWith('--json=')) json = a.slice('--json='.length);
-      else if (argv[i + 1] && !argv[i + 1]!.startsWith('-') && !(GROUPS as readonly string[]).includes(argv[i + 1]!)) json = argv[++i]!;
-      else json = `.bench-out/bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    } else if ((GROUPS as readonly string[]).includes(a)) {
-      groups.add(a as Group);
+    } else if (j !== null) {
+      json = j.path;
+      i = j.last;
+    } else if (isGroup(a)) {
+      groups.add(a);
     } else {
       throw new Error(`unknown argument ${a}\n${HELP}`);
     }
@@ -99,8 +80,8 @@ function parseArgs(argv: string[]): Options {
     seconds,
     runs: Math.max(1, Math.round(envNum('BENCH_RUNS', 3))),
     warmup: envNum('BENCH_WARMUP', 0.5),
-    sizes: envList('BENCH_SIZES', [64, 4096]),
-    inflight: envList('BENCH_INFLIGHT', [1, 16, 256]),
+    sizes: envList('BENCH_SIZES', [64, 4096], { min: 0 }),
+    inflight: envList('BENCH_INFLIGHT', [1, 16, 256], { min: 0 }),
     streamCount: Math.round(envNum('BENCH_STREAM_COUNT', 0)),
     idle: {
       conns: Math.round(envNum('BENCH_IDLE_CONNS', 10_000)),
@@ -145,15 +126,7 @@ interface StreamMedian {
 }
 
 function unaryMedian(c: Cell<UnaryResult> | undefined): UnaryMedian | null {
-  if (!c || c.runs.length === 0) return null;
-  const rps = c.runs.map((r) => r.rps);
-  return {
-    n: c.runs.length,
-    rps: median(rps),
-    rps_spread: spread(rps),
-    p50_us: median(c.runs.map((r) => r.p50_us)),
-    p99_us: median(c.runs.map((r) => r.p99_us)),
-  };
+  return !c || c.runs.length === 0 ? null : unaryMedians(c.runs);
 }
 
 function streamMedian(c: Cell<StreamResult> | undefined): StreamMedian | null {
@@ -166,15 +139,6 @@ function streamMedian(c: Cell<StreamResult> | undefined): StreamMedian | null {
 
 function cell<R>(cells: Partial<Record<Impl, Cell<R>>>, impl: Impl): Cell<R> {
   return (cells[impl] ??= { runs: [], errors: [] });
-}
-
-function rotate<T>(xs: readonly T[], k: number): T[] {
-  const n = xs.length;
-  return xs.map((_, i) => xs[(i + k) % n]!);
-}
-
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
 }
 
 /** Spawn one client process, wait for its single JSON result line. */
@@ -203,11 +167,9 @@ async function stopServers(servers: Servers): Promise<void> {
   await Promise.all(Object.values(servers).map((s) => s!.child.stop()));
 }
 
-const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-const fmtUs = (x: number): string => (!Number.isFinite(x) ? 'n/a' : x >= 1000 ? `${(x / 1000).toFixed(2)} ms` : `${x.toFixed(1)} µs`);
 const fmtSize = (b: number): string => (b >= 1024 && b % 1024 === 0 ? `${b / 1024} KiB` : `${b} B`);
-const fmtRatio = (x: number | null): string => (x === null || !Number.isFinite(x) ? 'n/a' : `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}×`);
-const fmtPct = (x: number): string => (Number.isFinite(x) ? `±${(x * 50).toFixed(0)}%` : '');
+/** Ratios here: two decimals, one from 10× on. */
+const fmtX = (x: number | null): string => fmtRatio(x, x !== null && x >= 10 ? 1 : 2);
 const fmtMB = (b: number): string => (Number.isFinite(b) ? `${(b / 1e6).toFixed(1)} MB` : 'n/a');
 
 async function runAll(opts: Options, unary: UnaryRow[], stream: StreamRow[]): Promise<void> {
@@ -230,7 +192,7 @@ async function runAll(opts: Options, unary: UnaryRow[], stream: StreamRow[]): Pr
                 process.stderr.write(`[run ${run + 1}/${opts.runs}] ${what}: ${fmtInt(r.rps)} req/s, p50 ${fmtUs(r.p50_us)}, p99 ${fmtUs(r.p99_us)}${r.errors ? `, ${r.errors} errors` : ''}\n`);
               } catch (err) {
                 c.errors.push(firstLine(err));
-                process.stderr.write(`[run ${run + 1}/${opts.runs}] ${what}: FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
+                process.stderr.write(`[run ${run + 1}/${opts.runs}] ${what}: FAILED: ${errorMessage(err)}\n`);
               }
             });
           }
@@ -251,7 +213,7 @@ async function runAll(opts: Options, unary: UnaryRow[], stream: StreamRow[]): Pr
                 process.stderr.write(`[run ${run + 1}/${opts.runs}] ${what}: ${fmtInt(r.msgs_per_s)} msg/s, ${r.mb_per_s.toFixed(1)} MB/s\n`);
               } catch (err) {
                 c.errors.push(firstLine(err));
-                process.stderr.write(`[run ${run + 1}/${opts.runs}] ${what}: FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
+                process.stderr.write(`[run ${run + 1}/${opts.runs}] ${what}: FAILED: ${errorMessage(err)}\n`);
               }
             });
           }
@@ -266,25 +228,6 @@ async function runAll(opts: Options, unary: UnaryRow[], stream: StreamRow[]): Pr
 
 // ---------------------------------------------------------------------------- printing
 
-function table(rows: string[][], rightAlign: (col: number) => boolean): string {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, [...c].length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => {
-          const pad = ' '.repeat(widths[i]! - [...c].length);
-          return rightAlign(i) ? pad + c : c + pad;
-        })
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
-
-const ratio = (a: number | undefined, b: number | undefined): number | null =>
-  a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? null : a / b;
-
 function printUnary(opts: Options, rows: UnaryRow[]): void {
   const out: string[][] = [['size', 'in flight', 'impl', 'req/s', 'spread', 'p50', 'p99', 'runs']];
   for (const row of rows) {
@@ -298,10 +241,10 @@ function printUnary(opts: Options, rows: UnaryRow[]): void {
         first ? String(row.inflight) : '',
         LABEL[impl],
         m ? fmtInt(m.rps) : 'FAILED',
-        m ? fmtPct(m.rps_spread) : '',
+        m ? fmtSpread(m.rps_spread) : '',
         m ? fmtUs(m.p50_us) : '',
         m ? fmtUs(m.p99_us) : '',
-        `${m?.n ?? 0}${errs ? ` (${errs} failed)` : ''}`,
+        fmtRuns(m?.n ?? 0, errs),
       ]);
       first = false;
     }
@@ -310,7 +253,7 @@ function printUnary(opts: Options, rows: UnaryRow[]): void {
       for (const base of ['raw', 'grpc'] as const) {
         if (!(base in med)) continue;
         const b = med[base];
-        out.push(['', '', `skein/${base === 'raw' ? 'raw' : 'grpc-js'}`, fmtRatio(ratio(s?.rps, b?.rps)), '', fmtRatio(ratio(s?.p50_us, b?.p50_us)), fmtRatio(ratio(s?.p99_us, b?.p99_us)), '']);
+        out.push(['', '', `skein/${base === 'raw' ? 'raw' : 'grpc-js'}`, fmtX(ratio(s?.rps, b?.rps)), '', fmtX(ratio(s?.p50_us, b?.p50_us)), fmtX(ratio(s?.p99_us, b?.p99_us)), '']);
       }
     }
     out.push([]);
@@ -329,7 +272,7 @@ function printStream(opts: Options, rows: StreamRow[]): void {
     for (const impl of opts.impls) {
       const m = (med[impl] = streamMedian(row.cells[impl]));
       const errs = row.cells[impl]?.errors.length ?? 0;
-      out.push([first ? fmtSize(row.size) : '', LABEL[impl], m ? fmtInt(m.msgs_per_s) : 'FAILED', m ? fmtPct(m.msgs_spread) : '', m ? m.mb_per_s.toFixed(1) : '', `${m?.n ?? 0}${errs ? ` (${errs} failed)` : ''}`]);
+      out.push([first ? fmtSize(row.size) : '', LABEL[impl], m ? fmtInt(m.msgs_per_s) : 'FAILED', m ? fmtSpread(m.msgs_spread) : '', m ? m.mb_per_s.toFixed(1) : '', fmtRuns(m?.n ?? 0, errs)]);
       first = false;
     }
     const s = med.skein;
@@ -337,7 +280,7 @@ function printStream(opts: Options, rows: StreamRow[]): void {
       for (const base of ['raw', 'grpc'] as const) {
         if (!(base in med)) continue;
         const b = med[base];
-        out.push(['', `skein/${base === 'raw' ? 'raw' : 'grpc-js'}`, fmtRatio(ratio(s?.msgs_per_s, b?.msgs_per_s)), '', fmtRatio(ratio(s?.mb_per_s, b?.mb_per_s)), '']);
+        out.push(['', `skein/${base === 'raw' ? 'raw' : 'grpc-js'}`, fmtX(ratio(s?.msgs_per_s, b?.msgs_per_s)), '', fmtX(ratio(s?.mb_per_s, b?.mb_per_s)), '']);
       }
     }
     out.push([]);
@@ -358,7 +301,7 @@ function printIdle(results: Array<IdleResult | { impl: string; error: string }>,
   console.log(`\nIdle connections held by one server process (server memory after a full GC; MB = 10^6 bytes)`);
   console.log(`(ArrayBuffers = process.memoryUsage().arrayBuffers: allocated buffer memory, only partly resident)`);
   console.log(`${note}\n`);
-  console.log(table(out, (i) => i >= 1));
+  console.log(table(out, 1));
 }
 
 interface Target {
@@ -404,7 +347,7 @@ function printTargets(targets: Target[]): void {
   if (targets.length === 0) return;
   const out: string[][] = [['target', 'goal', 'measured', '']];
   for (const t of targets) {
-    const measured = t.value === null ? 'n/a' : t.goal.includes('MB') ? fmtMB(t.value) : fmtRatio(t.value);
+    const measured = t.value === null ? 'n/a' : t.goal.includes('MB') ? fmtMB(t.value) : fmtX(t.value);
     out.push([t.name, t.goal, measured, t.pass === null ? 'n/a' : t.pass ? 'PASS' : 'FAIL']);
   }
   console.log('\nTargets (from the issue)\n');
@@ -413,19 +356,10 @@ function printTargets(targets: Target[]): void {
 
 // ---------------------------------------------------------------------------- main
 
-function machineInfo(): Record<string, unknown> {
-  const cpus = os.cpus();
-  return {
-    date: new Date().toISOString(),
-    node: process.version,
-    v8: process.versions.v8,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    cpu_model: cpus[0]?.model ?? 'unknown',
-    cpus: cpus.length,
-    total_mem_mb: Math.round(os.totalmem() / 1e6),
-    loadavg_at_start: os.loadavg().map((x) => Number(x.toFixed(2))),
-    ulimit_n: fdLimit(),
-  };
+/** machineMeta() plus the V8 version and `ulimit -n`, keys in the order of the JSON results so far. */
+function machineInfo(): MachineMeta & { v8: string; ulimit_n: number | null } {
+  const m = machineMeta();
+  return { date: m.date, node: m.node, v8: process.versions.v8, platform: m.platform, cpu_model: m.cpu_model, cpus: m.cpus, total_mem_mb: m.total_mem_mb, loadavg_at_start: m.loadavg_at_start, ulimit_n: fdLimit() };
 }
 
 async function main(): Promise<void> {
@@ -438,8 +372,7 @@ async function main(): Promise<void> {
 
   const nScen = (opts.groups.has('unary') ? unary.length : 0) + (opts.groups.has('stream') ? stream.length : 0);
   const est = opts.runs * nScen * opts.impls.length * (opts.seconds + opts.warmup + 0.5) + (opts.groups.has('idle') ? 20 * opts.impls.filter((i) => i !== 'grpc').length : 0);
-  console.log(`skein bench — ${meta.date}`);
-  console.log(`machine: ${meta.cpus} × ${meta.cpu_model}, ${meta.total_mem_mb} MB RAM, ${meta.platform}, node ${meta.node}, load ${(meta.loadavg_at_start as number[]).join(' ')}`);
+  printHeader('', meta);
   console.log(`settings: ${[...opts.groups].join('+')} | impls ${opts.impls.map((i) => LABEL[i]).join(', ')} | ${opts.runs} run(s) × ${opts.seconds} s (+${opts.warmup} s warm-up) | sizes ${opts.sizes.map(fmtSize).join(', ')} | in flight ${opts.inflight.join(', ')}`);
   console.log(`estimated duration: ~${Math.ceil(est / 60)} min (progress on stderr)`);
 
@@ -457,7 +390,7 @@ async function main(): Promise<void> {
         idle.push(await runIdle(impl, opts.idle, plan.perProc));
       } catch (err) {
         idle.push({ impl, error: firstLine(err) });
-        process.stderr.write(`idle ${LABEL[impl]}: FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.stderr.write(`idle ${LABEL[impl]}: FAILED: ${errorMessage(err)}\n`);
       }
     }
   }
@@ -469,8 +402,6 @@ async function main(): Promise<void> {
   if (opts.impls.includes('skein')) printTargets(targets);
 
   if (opts.json) {
-    const file = resolve(opts.json);
-    mkdirSync(dirname(file), { recursive: true });
     const summarize = <R, M>(cells: Partial<Record<Impl, Cell<R>>>, med: (c: Cell<R> | undefined) => M) =>
       Object.fromEntries(Object.entries(cells).map(([impl, c]) => [impl, { median: med(c), runs: c!.runs, errors: c!.errors }]));
     const doc = {
@@ -481,8 +412,7 @@ async function main(): Promise<void> {
       idle,
       targets,
     };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
-    console.log(`\nresults written to ${file}`);
+    console.log(`\nresults written to ${writeJson(opts.json, doc)}`);
   }
 
   const failed = targets.some((t) => t.pass === false);

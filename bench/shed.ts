@@ -35,13 +35,11 @@
  * `--json [FILE]` also writes the results (default .bench-out/shed-<date>.json).
  * Exit status 1 when a measurement failed.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import { dirname, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect, createServer, implement, isSkeinError, service, unary } from '../src/index.js';
 import { exitWithParent, fatal, serverMain } from './lib/child.js';
 import { benchScript, Child } from './lib/proc.js';
+import { envNum, errorMessage, firstLine, fmtInt, fmtRatio, fmtRuns, machineMeta, parseJsonArg, printHeader, ratio, table, writeJson } from './lib/report.js';
 import { median, percentile, Samples } from './lib/stats.js';
 
 const Work = service('shedbench', {
@@ -92,14 +90,6 @@ export interface OpenResult {
   mode: string;
   rates: Record<Phase, number>;
   phases: Record<Phase, PhaseResult>;
-}
-
-function envNum(name: string, def: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${v}`);
-  return n;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -302,36 +292,7 @@ async function openRole(mode: string, target: string, capacity: number, seconds:
 
 // ---------------------------------------------------------------------------- orchestrator
 
-const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
 const fmtMs = (us: number): string => (!Number.isFinite(us) ? 'n/a' : us >= 100_000 ? `${(us / 1000).toFixed(0)} ms` : `${(us / 1000).toFixed(2)} ms`);
-const fmtRatio = (x: number | null): string => (x === null || !Number.isFinite(x) ? 'n/a' : `${x.toFixed(3)}×`);
-
-function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, [...c].length)));
-  return rows.map((r) => r.map((c, i) => (i <= 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd()).join('\n');
-}
-
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
-}
-
-function parseJsonArg(argv: string[]): string | null {
-  let json: string | null = null;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '-h' || a === '--help') {
-      console.log(
-        'usage: node dist/bench/shed.js [--json [FILE]]\nenv: BENCH_RUNS (5) BENCH_SECONDS (3) BENCH_WARMUP (0.5) BENCH_WORK_MS (1) BENCH_DEADLINE_MS (1000) BENCH_OVERLOAD (3) BENCH_REF (0.5) BENCH_CAPACITY_INFLIGHT (32) BENCH_VERBOSE (0)',
-      );
-      process.exit(0);
-    } else if (a.startsWith('--json=')) json = a.slice('--json='.length);
-    else if (a === '--json') json = argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('-') ? argv[++i]! : `.bench-out/shed-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return json;
-}
-
 type Median = Record<Phase, Record<string, number>>;
 
 function medians(runs: OpenResult[]): Median | null {
@@ -348,7 +309,11 @@ function medians(runs: OpenResult[]): Median | null {
 }
 
 async function orchestrate(argv: string[]): Promise<void> {
-  const json = parseJsonArg(argv);
+  const json = parseJsonArg(argv, {
+    name: 'shed',
+    usage:
+      'usage: node dist/bench/shed.js [--json [FILE]]\nenv: BENCH_RUNS (5) BENCH_SECONDS (3) BENCH_WARMUP (0.5) BENCH_WORK_MS (1) BENCH_DEADLINE_MS (1000) BENCH_OVERLOAD (3) BENCH_REF (0.5) BENCH_CAPACITY_INFLIGHT (32) BENCH_VERBOSE (0)',
+  });
   const runs = Math.max(1, Math.round(envNum('BENCH_RUNS', 5)));
   const seconds = envNum('BENCH_SECONDS', 3);
   if (!(seconds > 0)) throw new Error('BENCH_SECONDS must be > 0');
@@ -359,18 +324,8 @@ async function orchestrate(argv: string[]): Promise<void> {
   const ref = envNum('BENCH_REF', 0.5);
   const capInflight = Math.max(1, Math.round(envNum('BENCH_CAPACITY_INFLIGHT', 32)));
   const script = benchScript('shed.js');
-  const cpus = os.cpus();
-  const meta = {
-    date: new Date().toISOString(),
-    cpus: cpus.length,
-    cpu_model: cpus[0]?.model ?? 'unknown',
-    total_mem_mb: Math.round(os.totalmem() / 1e6),
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    loadavg_at_start: os.loadavg().map((x) => Number(x.toFixed(2))),
-  };
-  console.log(`skein bench shed — ${meta.date}`);
-  console.log(`machine: ${meta.cpus} × ${meta.cpu_model}, ${meta.total_mem_mb} MB RAM, ${meta.platform}, node ${meta.node}, load ${meta.loadavg_at_start.join(' ')}`);
+  const meta = machineMeta();
+  printHeader('shed', meta);
   console.log(`settings: handler spins ${workMs} ms | deadline ${deadlineMs} ms | reference ${ref}× and overload ${overload}× capacity, open loop | ${runs} run(s) × ${seconds} s per phase (+${warmup} s warm-up) | client resilience: false`);
 
   let failures = 0;
@@ -426,7 +381,7 @@ async function orchestrate(argv: string[]): Promise<void> {
       } catch (err) {
         failures++;
         failed[mode].push(firstLine(err));
-        process.stderr.write(`[run ${run + 1}/${runs}] ${mode}: FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.stderr.write(`[run ${run + 1}/${runs}] ${mode}: FAILED: ${errorMessage(err)}\n`);
       } finally {
         await c?.stop();
         await server?.stop();
@@ -458,14 +413,13 @@ async function orchestrate(argv: string[]): Promise<void> {
         x ? fmtMs(x.ok_p999_us!) : '',
         x && x.refused! > 0 ? fmtMs(x.refused_p50_us!) : '–',
         x && x.refused! > 0 ? fmtMs(x.refused_p99_us!) : '–',
-        `${results[mode].length}${failed[mode].length ? ` (${failed[mode].length} failed)` : ''}`,
+        fmtRuns(results[mode].length, failed[mode].length),
       ]);
     }
   }
   console.log(table(rows));
-  const ratioOf = (a: number | undefined, b: number | undefined): number | null => (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? null : a / b);
-  const p99Ratio = ratioOf(med.shed?.overload.ok_p99_us, med['no-shed']?.overload.ok_p99_us);
-  const vsRef = ratioOf(med.shed?.overload.ok_p99_us, med.shed?.reference.ok_p99_us);
+  const p99Ratio = ratio(med.shed?.overload.ok_p99_us, med['no-shed']?.overload.ok_p99_us);
+  const vsRef = ratio(med.shed?.overload.ok_p99_us, med.shed?.reference.ok_p99_us);
   // Paired per run (the two modes ran back to back), then the median.
   const paired: number[] = [];
   for (let i = 0; i < Math.min(results.shed.length, results['no-shed'].length); i++) paired.push(results.shed[i]!.phases.overload.ok_p99_us / results['no-shed'][i]!.phases.overload.ok_p99_us);
@@ -474,8 +428,6 @@ async function orchestrate(argv: string[]): Promise<void> {
   );
 
   if (json !== null) {
-    const file = resolve(json);
-    mkdirSync(dirname(file), { recursive: true });
     const doc = {
       bench: 'shed',
       meta,
@@ -488,8 +440,7 @@ async function orchestrate(argv: string[]): Promise<void> {
       p99_shed_overload_over_reference: vsRef,
       failures,
     };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
-    console.log(`\nresults written to ${file}`);
+    console.log(`\nresults written to ${writeJson(json, doc)}`);
   }
   if (failures > 0) {
     process.stderr.write(`bench shed: ${failures} measurement(s) failed\n`);

@@ -23,6 +23,18 @@ export function spread(values: readonly number[]): number {
   return m === 0 ? NaN : (Math.max(...v) - Math.min(...v)) / m;
 }
 
+/** Medians across runs of a closed-loop unary measurement: req/s (and its spread), p50 and p99 latency. */
+export function unaryMedians(runs: readonly { rps: number; p50_us: number; p99_us: number }[]): { n: number; rps: number; rps_spread: number; p50_us: number; p99_us: number } {
+  const rps = runs.map((r) => r.rps);
+  return {
+    n: runs.length,
+    rps: median(rps),
+    rps_spread: spread(rps),
+    p50_us: median(runs.map((r) => r.p50_us)),
+    p99_us: median(runs.map((r) => r.p99_us)),
+  };
+}
+
 /** Growable Float64 sample buffer (avoids a boxed-number array of ~10^6 entries). */
 export class Samples {
   private buf = new Float64Array(1 << 16);

@@ -58,7 +58,8 @@ export interface BulkheadStats {
 
 export type BulkheadInterceptor = ServerInterceptor & { stats(): BulkheadStats };
 
-interface Resolved {
+/** A bulkhead's options (server or client) with the defaults applied and checked. */
+export interface CompartmentOptions {
   maxConcurrent: number;
   maxQueue: number;
   queueTimeoutMs: number;
@@ -66,18 +67,23 @@ interface Resolved {
   clock: Clock;
 }
 
-function resolveOptions(o: BulkheadOptions): Readonly<Resolved> {
-  const r: Resolved = {
-    maxConcurrent: o.maxConcurrent ?? BulkheadDefaults.maxConcurrent,
-    maxQueue: o.maxQueue ?? BulkheadDefaults.maxQueue,
-    queueTimeoutMs: o.queueTimeoutMs ?? BulkheadDefaults.queueTimeoutMs,
-    key: o.key ?? BulkheadDefaults.key,
+/**
+ * Apply `defaults` to `o` and check the result, for bulkhead() and clientBulkhead() (not
+ * exported from the package). `fn` names the caller in the messages of the
+ * INVALID_OPTIONS errors, e.g. 'bulkhead()'.
+ */
+export function resolveCompartmentOptions(fn: string, o: BulkheadOptions, defaults: Readonly<Omit<CompartmentOptions, 'clock'>>): Readonly<CompartmentOptions> {
+  const r: CompartmentOptions = {
+    maxConcurrent: o.maxConcurrent ?? defaults.maxConcurrent,
+    maxQueue: o.maxQueue ?? defaults.maxQueue,
+    queueTimeoutMs: o.queueTimeoutMs ?? defaults.queueTimeoutMs,
+    key: o.key ?? defaults.key,
     clock: o.clock ?? systemClock,
   };
-  if (!(Number.isInteger(r.maxConcurrent) && r.maxConcurrent >= 1)) throw createError(ErrorCode.INVALID_OPTIONS, `bulkhead(): maxConcurrent must be an integer >= 1, got ${r.maxConcurrent}`);
-  if (!(Number.isInteger(r.maxQueue) && r.maxQueue >= 0)) throw createError(ErrorCode.INVALID_OPTIONS, `bulkhead(): maxQueue must be an integer >= 0, got ${r.maxQueue}`);
-  if (!(r.queueTimeoutMs > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `bulkhead(): queueTimeoutMs must be > 0, got ${r.queueTimeoutMs}`);
-  if (r.key !== 'service' && r.key !== 'method') throw createError(ErrorCode.INVALID_OPTIONS, `bulkhead(): key must be 'service' or 'method', got ${String(r.key)}`);
+  if (!(Number.isInteger(r.maxConcurrent) && r.maxConcurrent >= 1)) throw createError(ErrorCode.INVALID_OPTIONS, `${fn}: maxConcurrent must be an integer >= 1, got ${r.maxConcurrent}`);
+  if (!(Number.isInteger(r.maxQueue) && r.maxQueue >= 0)) throw createError(ErrorCode.INVALID_OPTIONS, `${fn}: maxQueue must be an integer >= 0, got ${r.maxQueue}`);
+  if (!(r.queueTimeoutMs > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `${fn}: queueTimeoutMs must be > 0, got ${r.queueTimeoutMs}`);
+  if (r.key !== 'service' && r.key !== 'method') throw createError(ErrorCode.INVALID_OPTIONS, `${fn}: key must be 'service' or 'method', got ${String(r.key)}`);
   return Object.freeze(r);
 }
 
@@ -154,9 +160,23 @@ export class Compartment {
   }
 }
 
+/**
+ * A bulkhead's `stats()`: its decision `counters` plus the calls running and waiting now in
+ * its `compartments` (one per key). Shared with clientBulkhead().
+ */
+export function compartmentStats(counters: Omit<BulkheadStats, 'running' | 'waiting'>, compartments: Iterable<{ readonly c: Compartment }>): BulkheadStats {
+  let running = 0;
+  let waiting = 0;
+  for (const { c } of compartments) {
+    running += c.running;
+    waiting += c.waiting;
+  }
+  return { ...counters, running, waiting };
+}
+
 /** A bulkhead per method (or service); see the module comment. */
 export function bulkhead(options: BulkheadOptions = {}): BulkheadInterceptor {
-  const o = resolveOptions(options);
+  const o = resolveCompartmentOptions('bulkhead()', options, BulkheadDefaults);
   const compartments = new Map<string, { c: Compartment; hold: Ewma }>();
   const counters = { admitted: 0, queued: 0, refusedFull: 0, refusedTimeout: 0, cancelledInQueue: 0 };
 
@@ -202,15 +222,7 @@ export function bulkhead(options: BulkheadOptions = {}): BulkheadInterceptor {
       );
     };
   }) as BulkheadInterceptor;
-  interceptor.stats = () => {
-    let running = 0;
-    let waiting = 0;
-    for (const { c } of compartments.values()) {
-      running += c.running;
-      waiting += c.waiting;
-    }
-    return { ...counters, running, waiting };
-  };
+  interceptor.stats = () => compartmentStats(counters, compartments.values());
   return interceptor;
 }
 

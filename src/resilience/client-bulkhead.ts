@@ -40,8 +40,8 @@ import diagnostics from 'node:diagnostics_channel';
 import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors.js';
 import { MethodKind } from '../rpc/define.js';
 import type { CallOptions, ClientInterceptor, Invoke, Metadata, OutgoingCall, ResponseStream } from '../rpc/types.js';
-import { systemClock, type Clock } from '../util/clock.js';
-import { Compartment, type BulkheadStats } from './bulkhead.js';
+import type { Clock } from '../util/clock.js';
+import { Compartment, compartmentStats, resolveCompartmentOptions, type BulkheadStats } from './bulkhead.js';
 import { ClientBulkheadDefaults } from './defaults.js';
 import { Ewma, RETRY_AFTER_TRAILER } from './events.js';
 import { once } from './hold.js';
@@ -89,29 +89,6 @@ export interface ClientBulkheadInterceptor extends ClientInterceptor {
   stats(): ClientBulkheadStats;
 }
 
-interface Resolved {
-  maxConcurrent: number;
-  maxQueue: number;
-  queueTimeoutMs: number;
-  key: 'service' | 'method';
-  clock: Clock;
-}
-
-function resolveOptions(o: ClientBulkheadOptions): Readonly<Resolved> {
-  const r: Resolved = {
-    maxConcurrent: o.maxConcurrent ?? ClientBulkheadDefaults.maxConcurrent,
-    maxQueue: o.maxQueue ?? ClientBulkheadDefaults.maxQueue,
-    queueTimeoutMs: o.queueTimeoutMs ?? ClientBulkheadDefaults.queueTimeoutMs,
-    key: o.key ?? ClientBulkheadDefaults.key,
-    clock: o.clock ?? systemClock,
-  };
-  if (!(Number.isInteger(r.maxConcurrent) && r.maxConcurrent >= 1)) throw createError(ErrorCode.INVALID_OPTIONS, `clientBulkhead(): maxConcurrent must be an integer >= 1, got ${r.maxConcurrent}`);
-  if (!(Number.isInteger(r.maxQueue) && r.maxQueue >= 0)) throw createError(ErrorCode.INVALID_OPTIONS, `clientBulkhead(): maxQueue must be an integer >= 0, got ${r.maxQueue}`);
-  if (!(r.queueTimeoutMs > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `clientBulkhead(): queueTimeoutMs must be > 0, got ${r.queueTimeoutMs}`);
-  if (r.key !== 'service' && r.key !== 'method') throw createError(ErrorCode.INVALID_OPTIONS, `clientBulkhead(): key must be 'service' or 'method', got ${String(r.key)}`);
-  return Object.freeze(r);
-}
-
 interface Entry {
   readonly key: string;
   readonly c: Compartment;
@@ -145,7 +122,7 @@ function abortReason(signal: AbortSignal): SkeinError {
 
 /** The client bulkhead: see the module comment and docs/resilience.md. */
 export function clientBulkhead(options: ClientBulkheadOptions = {}): ClientBulkheadInterceptor {
-  const o = resolveOptions(options);
+  const o = resolveCompartmentOptions('clientBulkhead()', options, ClientBulkheadDefaults);
   const entries = new Map<string, Entry>();
   const counters = { admitted: 0, queued: 0, refusedFull: 0, refusedTimeout: 0, cancelledInQueue: 0 };
 
@@ -290,15 +267,7 @@ export function clientBulkhead(options: ClientBulkheadOptions = {}): ClientBulkh
       return isStreamingKind(call) ? stream(next, call, e) : single(next, call, e);
     }) as ClientBulkheadInterceptor;
   Object.defineProperty(interceptor, 'stats', {
-    value: (): ClientBulkheadStats => {
-      let running = 0;
-      let waiting = 0;
-      for (const { c } of entries.values()) {
-        running += c.running;
-        waiting += c.waiting;
-      }
-      return { ...counters, running, waiting };
-    },
+    value: (): ClientBulkheadStats => compartmentStats(counters, entries.values()),
   });
   return interceptor;
 }
