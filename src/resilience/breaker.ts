@@ -43,7 +43,7 @@ import { createError, ErrorCode, isSkeinError, type SkeinError } from '../errors
 import { MethodKind } from '../rpc/define.js';
 import type { ClientInterceptor, Invoke, OutgoingCall, ResponseStream } from '../rpc/types.js';
 import { systemClock, type Clock } from '../util/clock.js';
-import { failedStream, holdResponseStream, type StreamOutcome } from './client-bulkhead.js';
+import { failedStream, holdResponseStream, type StreamOutcome } from './hold-stream.js';
 import { BreakerDefaults } from './defaults.js';
 
 /** The diagnostics channel of breaker state changes. */
