@@ -15,7 +15,7 @@
  *      │                                               │ { type: 'queue' }   wait for the next picker
  *      └───────────────────────────────────────────────│ { type: 'fail', error }   the call fails
  *
- * Built with the next pickers in mind (the balancing issue): a weighted picker reads
+ * What pickers read: a weighted picker
  * `subchannel.weight` (from the instance's `weight` metadata); p2c / least-inflight read
  * `subchannel.inflight` and observe latencies through `onDone`; a ring-hash picker uses
  * `info.hashKey` and carries its ring over rebuilds through `previous`.
@@ -47,7 +47,7 @@ export interface PickerSubchannel {
   readonly load?: LoadReport | undefined;
 }
 
-/** A server's report of its own load (balancing issue, `load` picker). */
+/** A server's report of its own load (read by the `load` picker). */
 export interface LoadReport {
   /** CPU use, 0..1 (1 = every core busy). */
   readonly cpu: number;
