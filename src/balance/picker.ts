@@ -15,7 +15,7 @@
  *      │                                               │ { type: 'queue' }   wait for the next picker
  *      └───────────────────────────────────────────────│ { type: 'fail', error }   the call fails
  *
- * What pickers read: a weighted picker
+ * What pickers read: a weighted picker reads
  * `subchannel.weight` (from the instance's `weight` metadata); p2c / least-inflight read
  * `subchannel.inflight` and observe latencies through `onDone`; a ring-hash picker uses
  * `info.hashKey` and carries its ring over rebuilds through `previous`.
