@@ -7,6 +7,8 @@
  *   - net: a bare Node pipe, two child processes of this script (`net-recv OUT`: a
  *     `net` server, socket → fs.createWriteStream; `net-send HOST:PORT IN`:
  *     fs.createReadStream → socket), default buffer sizes, no checksum, no fsync;
+ *   - net-sha: the same, with a SHA-256 of every byte on both sides (the digest work
+ *     skein does), as a reference;
  *   - socat: `socat -u TCP-LISTEN:P,reuseaddr OPEN:out,creat,trunc` and
  *     `socat -u FILE:in TCP:127.0.0.1:P`, when `socat` is on the PATH (else skipped).
  * Goal: skein ≥ 0.9 × the bare Node pipe (median MB/s).
@@ -25,7 +27,7 @@
  * so reading it costs the same to all three.
  *
  * `--json [FILE]` also writes the results (default .bench-out/pipe-<date>.json).
- * Env: BENCH_PIPE_MB (1024), BENCH_RUNS (3), BENCH_IMPLS (skein,net,socat; also skein-stdout),
+ * Env: BENCH_PIPE_MB (1024), BENCH_RUNS (3), BENCH_IMPLS (skein,net,net-sha,socat; also skein-stdout),
  * BENCH_STRICT=1 (exit 1 when the goal is missed), BENCH_VERBOSE=1 (children's stderr).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -34,14 +36,19 @@ import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, 
 import { createServer, connect, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { fatal } from './lib/child.js';
 import { envNum, errorMessage, firstLine, fmtRatio, fmtRuns, fmtSpread, machineMeta, parseJsonArg, printHeader, rotate, table, writeJson } from './lib/report.js';
 import { median, spread } from './lib/stats.js';
 
-/** Measured by default. */
-const IMPLS = ['skein', 'net', 'socat'] as const;
+/**
+ * Measured by default. `net-sha` is the bare Node pipe doing the digest work skein's pipe
+ * must do (SHA-256 of every byte, on both sides, in the process): not a goal, a reference
+ * that separates the cost of the digest from the cost of the protocol.
+ */
+const IMPLS = ['skein', 'net', 'net-sha', 'socat'] as const;
 /**
  * Only when named in BENCH_IMPLS, to locate costs: `skein-stdout` is skein with the
  * receiver writing to its stdout (redirected to the output file): no `.skein-part`, no
@@ -57,12 +64,27 @@ const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------- children: the bare Node pipe
 
-/** `net-recv OUT`: accept one connection, write everything it sends to OUT, exit 0. */
-async function netRecv(out: string): Promise<void> {
+/** A pass-through that hashes every chunk (SHA-256), for `net-sha`; the digest is taken at the end. */
+function hashing(): Transform {
+  const h = createHash('sha256');
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      h.update(chunk);
+      cb(null, chunk);
+    },
+    flush(cb) {
+      h.digest();
+      cb();
+    },
+  });
+}
+
+/** `net-recv OUT [sha]`: accept one connection, write everything it sends to OUT (hashing it with `sha`), exit 0. */
+async function netRecv(out: string, sha: boolean): Promise<void> {
   const server = createServer({ pauseOnConnect: false });
   server.once('connection', (socket) => {
     server.close();
-    pipeline(socket, createWriteStream(out)).then(
+    (sha ? pipeline(socket, hashing(), createWriteStream(out)) : pipeline(socket, createWriteStream(out))).then(
       () => process.exit(0),
       (err: unknown) => fatal(err),
     );
@@ -75,15 +97,15 @@ async function netRecv(out: string): Promise<void> {
   process.stdout.write(`ready pipe 127.0.0.1:${port}\n`);
 }
 
-/** `net-send HOST:PORT IN`: connect, stream IN into the socket, exit 0 once it is all written. */
-async function netSend(target: string, input: string): Promise<void> {
+/** `net-send HOST:PORT IN [sha]`: connect, stream IN into the socket (hashing it with `sha`), exit 0 once it is all written. */
+async function netSend(target: string, input: string, sha: boolean): Promise<void> {
   const i = target.lastIndexOf(':');
   const socket = connect({ host: target.slice(0, i), port: Number(target.slice(i + 1)) });
   await new Promise<void>((res, rej) => {
     socket.once('connect', res);
     socket.once('error', rej);
   });
-  await pipeline(createReadStream(input), socket);
+  await (sha ? pipeline(createReadStream(input), hashing(), socket) : pipeline(createReadStream(input), socket));
   process.exit(0);
 }
 
@@ -244,15 +266,15 @@ async function measure(impl: Impl, input: string, out: string, timeoutMs: number
     recv =
       impl === 'skein'
         ? start('skein pipe listen', process.execPath, [CLI, 'pipe', 'listen', '--host', '127.0.0.1', '--port', '0', '--out', out, '--quiet'])
-        : start('net receiver', process.execPath, [SELF, 'net-recv', out]);
+        : start('net receiver', process.execPath, [SELF, 'net-recv', out, ...(impl === 'net-sha' ? ['sha'] : [])]);
     target = (await waitOutput(recv, /^ready pipe (\S+)$/m, 20_000))[1]!;
   }
   const t0 = process.hrtime.bigint();
   const send =
     impl === 'skein' || impl === 'skein-stdout'
       ? start('skein pipe send', process.execPath, [CLI, 'pipe', 'send', target, '--in', input, '--quiet'])
-      : impl === 'net'
-        ? start('net sender', process.execPath, [SELF, 'net-send', target, input])
+      : impl === 'net' || impl === 'net-sha'
+        ? start('net sender', process.execPath, [SELF, 'net-send', target, input, ...(impl === 'net-sha' ? ['sha'] : [])])
         : start('socat sender', 'socat', ['-u', `FILE:${input}`, `TCP:${target}`]);
   try {
     await Promise.all([waitExit(send, timeoutMs), waitExit(recv, timeoutMs)]);
@@ -269,7 +291,7 @@ const fmtMBps = (x: number | null): string => (x === null || !Number.isFinite(x)
 async function orchestrate(argv: string[]): Promise<void> {
   const json = parseJsonArg(argv, {
     name: 'pipe',
-    usage: 'usage: node dist/bench/pipe.js [--json [FILE]]\nenv: BENCH_PIPE_MB (1024) BENCH_RUNS (3) BENCH_IMPLS (skein,net,socat; also skein-stdout) BENCH_STRICT (0) BENCH_VERBOSE (0)',
+    usage: 'usage: node dist/bench/pipe.js [--json [FILE]]\nenv: BENCH_PIPE_MB (1024) BENCH_RUNS (3) BENCH_IMPLS (skein,net,net-sha,socat; also skein-stdout) BENCH_STRICT (0) BENCH_VERBOSE (0)',
   });
   const mib = envNum('BENCH_PIPE_MB', 1024, { positive: true });
   const runs = Math.max(1, Math.round(envNum('BENCH_RUNS', 3, { positive: true })));
@@ -372,9 +394,9 @@ async function orchestrate(argv: string[]): Promise<void> {
 
 const [role, ...args] = process.argv.slice(2);
 if (role === 'net-recv') {
-  netRecv(args[0]!).catch(fatal);
+  netRecv(args[0]!, args[1] === 'sha').catch(fatal);
 } else if (role === 'net-send') {
-  netSend(args[0]!, args[1]!).catch(fatal);
+  netSend(args[0]!, args[1]!, args[2] === 'sha').catch(fatal);
 } else if (role === undefined || role.startsWith('-')) {
   process.on('exit', cleanup);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {

@@ -78,7 +78,7 @@ describe('reliable pipe benchmark (smoke)', () => {
     assert.equal(doc.settings.bytes, 8 * 1024 * 1024);
     assert.equal(doc.settings.runs, 1);
     assert.equal(doc.settings.socat_installed, socatInstalled);
-    const impls = socatInstalled ? ['skein', 'net', 'socat'] : ['skein', 'net'];
+    const impls = socatInstalled ? ['skein', 'net', 'net-sha', 'socat'] : ['skein', 'net', 'net-sha'];
     assert.deepEqual(doc.settings.impls, impls);
     assert.match(doc.input_sha256, /^[0-9a-f]{64}$/);
     assert.deepEqual(doc.failures, []);
