@@ -16,10 +16,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { connect, createServer, Health, implement, service, unary, type ChannelClient, type HealthReply, type HealthRequest, type Server, type ServerOptions, type SkeinError } from '../../src/index.js';
+import { connect, createServer, Health, implement, service, unary, type HealthReply, type HealthRequest, type Server, type ServerOptions, type SkeinError } from '../../src/index.js';
 import { load, loadReportMsOf, STALE_REPORTS, type LoadPicker } from '../../src/balance/picker-load.js';
 import { countPicks, MockSubchannel, seededRandom } from '../helpers/mock-subchannel.js';
 import { once, waitFor, withTimeout } from '../helpers/wait.js';
+import { spread } from './_who.js';
 
 const Who = service('who', {
   ask: unary<{ n: number }, { by: string }>({ idempotent: true }),
@@ -59,27 +60,7 @@ async function startWho(name: string, options: ServerOptions = {}, setup?: (s: S
   };
 }
 
-type WhoClient = ChannelClient<typeof Who.methods>;
 
-/** `total` calls, `inflight` at a time; the replies counted per server name. */
-async function spread(client: WhoClient, total: number, inflight: number): Promise<Map<string, number>> {
-  const counts = new Map<string, number>();
-  let next = 0;
-  await withTimeout(
-    Promise.all(
-      Array.from({ length: inflight }, async () => {
-        while (next < total) {
-          const n = next++;
-          const { by } = await client.ask({ n }, { timeout: 5000 });
-          counts.set(by, (counts.get(by) ?? 0) + 1);
-        }
-      }),
-    ),
-    30_000,
-    `${total} calls`,
-  );
-  return counts;
-}
 
 describe('load reports through a channel', () => {
   const replicas: Replica[] = [];

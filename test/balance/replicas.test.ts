@@ -11,13 +11,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { connect, createServer, implement, openRegistry, service, unary, type ChannelClient, type Registry, type Server, type ServerOptions } from '../../src/index.js';
+import { connect, createServer, implement, openRegistry, type Registry, type Server, type ServerOptions } from '../../src/index.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { waitFor, withTimeout } from '../helpers/wait.js';
-
-const Who = service('who', {
-  ask: unary<{ n: number }, { by: string }>({ idempotent: true }),
-});
+import { waitFor } from '../helpers/wait.js';
+import { spread, Who } from './_who.js';
 
 async function startWho(name: string, options: ServerOptions = {}): Promise<{ server: Server; address: string }> {
   const server = createServer({ drainGraceMs: 1000, ...options }).add(
@@ -29,27 +26,7 @@ async function startWho(name: string, options: ServerOptions = {}): Promise<{ se
   return { server, address: bound.address };
 }
 
-type WhoClient = ChannelClient<typeof Who.methods>;
 
-/** `total` calls, `inflight` at a time (closed loop); the replies counted per server name. */
-async function spread(client: WhoClient, total: number, inflight: number): Promise<Map<string, number>> {
-  const counts = new Map<string, number>();
-  let next = 0;
-  await withTimeout(
-    Promise.all(
-      Array.from({ length: inflight }, async () => {
-        while (next < total) {
-          const n = next++;
-          const { by } = await client.ask({ n }, { timeout: 5000 });
-          counts.set(by, (counts.get(by) ?? 0) + 1);
-        }
-      }),
-    ),
-    30_000,
-    `${total} calls`,
-  );
-  return counts;
-}
 
 describe('balancing across real replicas', () => {
   const servers: Server[] = [];

@@ -4,46 +4,17 @@
  * writes a --json document with the expected fields. No assertion on the speed figures;
  * every wait is bounded. socat is measured only where it is installed.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { runBench } from './_run.js';
 
-/** Repository root (tests run from dist/test/bench/). */
-const ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/test/') ? '../../../' : '../../', import.meta.url));
 const SMOKE = { BENCH_PIPE_MB: '8', BENCH_RUNS: '1', BENCH_STRICT: '0', BENCH_VERBOSE: '0' };
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
 
-function runBench(args: string[], env: Record<string, string>, timeoutMs = 90_000): Promise<Run> {
-  const child = spawn(process.execPath, [join(ROOT, 'dist/bench/pipe.js'), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise<Run>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`bench/pipe did not finish within ${timeoutMs} ms; stderr:\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
 
 const isNum = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
 const socatInstalled = ((): boolean => {
@@ -68,7 +39,7 @@ describe('reliable pipe benchmark (smoke)', () => {
   test('bench/pipe - smoke run: exit 0, table, goal line, --json fields, every run verified', async () => {
     const file = join(dir, 'pipe.json');
     const tmpBefore = benchTmpDirs();
-    const r = await runBench(['--json', file], SMOKE);
+    const r = await runBench('pipe.js', ['--json', file], SMOKE);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /goal ≥ 0\.9× the bare Node pipe — (met|missed) \(skein \/ net = \d+\.\d\d×\)/);
     if (!socatInstalled) assert.match(r.stdout, /socat: not installed/);
@@ -106,10 +77,10 @@ describe('reliable pipe benchmark (smoke)', () => {
   });
 
   test('bench/pipe - a bad setting exits non-zero', async () => {
-    const r = await runBench([], { ...SMOKE, BENCH_PIPE_MB: 'abc' }, 30_000);
+    const r = await runBench('pipe.js', [], { ...SMOKE, BENCH_PIPE_MB: 'abc' }, 30_000);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /BENCH_PIPE_MB must be a positive number/);
-    const r2 = await runBench([], { ...SMOKE, BENCH_IMPLS: 'skein,bogus' }, 30_000);
+    const r2 = await runBench('pipe.js', [], { ...SMOKE, BENCH_IMPLS: 'skein,bogus' }, 30_000);
     assert.notEqual(r2.code, 0);
     assert.match(r2.stderr, /unknown implementation bogus/);
   });

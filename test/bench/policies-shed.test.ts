@@ -4,49 +4,16 @@
  * --json document with the expected fields; a bad setting makes it exit non-zero. No
  * assertion on the speed figures; every wait is bounded.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { runBench } from './_run.js';
 
-/** Repository root (tests run from dist/test/bench/). */
-const ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/test/') ? '../../../' : '../../', import.meta.url));
 const SMOKE = { BENCH_SECONDS: '0.3', BENCH_RUNS: '1', BENCH_WARMUP: '0.1', BENCH_STRICT: '0', BENCH_VERBOSE: '0' };
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
 
-/** `node dist/bench/<script> ...args`, killed (and failed) after `timeoutMs`. */
-function runBench(script: string, args: string[], env: Record<string, string>, timeoutMs = 90_000): Promise<Run> {
-  const child = spawn(process.execPath, [join(ROOT, 'dist/bench', script), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  child.stdin.on('error', () => {});
-  return new Promise<Run>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${script} did not finish within ${timeoutMs} ms; stderr:\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      child.stdin.destroy();
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
 
 const isNum = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x);
 const isNumOrNull = (x: unknown): boolean => x === null || isNum(x);

@@ -25,6 +25,25 @@ const CONFIRMED_BEFORE_KILL = 24 * MiB;
  */
 const RESUME_SLACK = 14 * MiB;
 
+/**
+ * After a restart: the output never existed short, the bytes forwarded after the restart
+ * are about what was left past the confirmed offset (it resumed, not restarted), and the
+ * output is whole, equal, with its part and state files gone.
+ */
+async function assertResumedWhole(
+  t: { diagnostic(message: string): void },
+  r: { watch: { stop(): { violations: unknown[] } }; resent: number; confirmed: number; out: string; part: string; state: string; sha: string },
+): Promise<void> {
+  const seen = r.watch.stop();
+  assert.deepEqual(seen.violations, [], 'the output existed short');
+  t.diagnostic(`confirmed at the kill: ${r.confirmed}; forwarded after the restart: ${r.resent} (left: ${SIZE - r.confirmed})`);
+  assert.ok(r.resent < SIZE - r.confirmed + RESUME_SLACK, `${r.resent} bytes went through after the restart, but only ${SIZE - r.confirmed} were left: it did not resume from ${r.confirmed}`);
+  assert.equal(sizeOf(r.out), SIZE);
+  assert.equal(await sha256File(r.out), r.sha);
+  assert.equal(existsSync(r.part), false, `${r.part} left behind`);
+  assert.equal(existsSync(r.state), false, `${r.state} left behind`);
+}
+
 describe('skein pipe (processes): kill -9 and restart with the same arguments', () => {
   const tmp = tempDir();
   let input: string;
@@ -87,15 +106,7 @@ describe('skein pipe (processes): kill -9 and restart with the same arguments', 
     const again = send(p.address, txArgs);
     await again.succeeds(90_000);
     await rx.succeeds(30_000);
-    const seen = watch.stop();
-    assert.deepEqual(seen.violations, [], 'the output existed short');
-    const resent = p.bytesUp - bytesBefore;
-    t.diagnostic(`confirmed at the kill: ${s.offset}; forwarded after the restart: ${resent} (left: ${SIZE - s.offset})`);
-    assert.ok(resent < SIZE - s.offset + RESUME_SLACK, `${resent} bytes went through after the restart, but only ${SIZE - s.offset} were left: it did not resume from ${s.offset}`);
-    assert.equal(sizeOf(out), SIZE);
-    assert.equal(await sha256File(out), sha);
-    assert.equal(existsSync(part), false, `${part} left behind`);
-    assert.equal(existsSync(state), false, `${state} left behind`);
+    await assertResumedWhole(t, { watch, resent: p.bytesUp - bytesBefore, confirmed: s.offset, out, part, state, sha });
   });
 
   test('receiver killed (SIGKILL) mid-transfer, started again on the same port: the sender resumes, equal, never short', async (t) => {
@@ -129,14 +140,6 @@ describe('skein pipe (processes): kill -9 and restart with the same arguments', 
     p.stall(false);
     await tx.succeeds(90_000);
     await rx2.succeeds(30_000);
-    const seen = watch.stop();
-    assert.deepEqual(seen.violations, [], 'the output existed short');
-    const resent = p.bytesUp - bytesBefore;
-    t.diagnostic(`confirmed at the kill: ${s.offset}; forwarded after the restart: ${resent} (left: ${SIZE - s.offset})`);
-    assert.ok(resent < SIZE - s.offset + RESUME_SLACK, `${resent} bytes went through after the restart, but only ${SIZE - s.offset} were left: it did not resume from ${s.offset}`);
-    assert.equal(sizeOf(out), SIZE);
-    assert.equal(await sha256File(out), sha);
-    assert.equal(existsSync(part), false, `${part} left behind`);
-    assert.equal(existsSync(state), false, `${state} left behind`);
+    await assertResumedWhole(t, { watch, resent: p.bytesUp - bytesBefore, confirmed: s.offset, out, part, state, sha });
   });
 });
