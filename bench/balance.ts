@@ -22,7 +22,8 @@ import { connect, createServer, implement, service, unary } from '../src/index.j
 import { exitWithParent, fatal, serverMain } from './lib/child.js';
 import { benchScript, Child } from './lib/proc.js';
 import { envNum, errorMessage, firstLine, fmtInt, fmtRatio, fmtRuns, fmtSpread, table } from './lib/report.js';
-import { median, percentile, Samples, spread } from './lib/stats.js';
+import { closedLoop } from './lib/driver.js';
+import { median, percentile, spread } from './lib/stats.js';
 
 const Who = service('who', {
   ask: unary<{ n: number }, { by: string }>({ idempotent: true }),
@@ -77,38 +78,22 @@ async function clientRole(balancer: string, url: string, inflight: number, secon
     if (Date.now() > readyBy) throw new Error(`only ${client.channel.readySubchannels.length} READY subchannels after 15 s`);
     await sleep(5);
   }
-  let phase: 'warm' | 'measure' | 'stop' = 'warm';
-  let count = 0;
   let errors = 0;
   let lastError: unknown = null;
   const by: Record<string, number> = {};
-  const samples = new Samples();
-  const worker = async (): Promise<void> => {
-    let n = 0;
-    while (phase !== 'stop') {
-      const t0 = process.hrtime.bigint();
-      try {
-        const reply = await client.ask({ n: n++ }, { timeout: 5000 });
-        if (phase === 'measure') {
-          samples.push(Number(process.hrtime.bigint() - t0) / 1000);
-          count++;
-          by[reply.by] = (by[reply.by] ?? 0) + 1;
-        }
-      } catch (err) {
-        errors++;
-        lastError = err;
-        if (errors >= 1000) phase = 'stop';
-      }
-    }
-  };
-  const workers = Array.from({ length: inflight }, () => worker());
-  await sleep(warmup * 1000);
-  if (phase === 'warm') phase = 'measure';
-  const t0 = process.hrtime.bigint();
-  await sleep(seconds * 1000);
-  phase = 'stop';
-  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
-  await Promise.race([Promise.all(workers), sleep(10_000)]);
+  const { count, seconds: elapsed, samples } = await closedLoop({
+    inflight,
+    warmup,
+    seconds,
+    call: (n) => client.ask({ n }, { timeout: 5000 }),
+    onReply: (reply) => {
+      by[reply.by] = (by[reply.by] ?? 0) + 1;
+    },
+    onError: (err) => {
+      lastError = err;
+      return ++errors >= 1000;
+    },
+  });
   await Promise.race([client.close(), sleep(2000)]);
   if (count === 0 || errors >= 1000) throw new Error(`${balancer}: ${count} ok, ${errors} errors; last: ${String(lastError)}`);
   const sorted = samples.sorted();

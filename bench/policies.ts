@@ -24,12 +24,13 @@
  * `--json [FILE]` also writes the results (default .bench-out/policies-<date>.json).
  * Exit status 1 when a measurement failed, or (BENCH_STRICT=1) when the goal is missed.
  */
-import { connect, createServer, implement, isSkeinError } from '../src/index.js';
+import { connect, createServer, isSkeinError } from '../src/index.js';
 import { commandLoop, emit, exitWithParent, fatal } from './lib/child.js';
 import { benchScript, Child } from './lib/proc.js';
 import { envList, envNum, errorMessage, firstLine, fmtInt, fmtRatio, fmtRuns, fmtSpread, fmtUs, machineMeta, parseJsonArg, printHeader, ratio, rotate, table, writeJson } from './lib/report.js';
-import { median, percentile, Samples, unaryMedians } from './lib/stats.js';
-import { Bench } from './skein/service.js';
+import { closedLoop } from './lib/driver.js';
+import { median, percentile, unaryMedians } from './lib/stats.js';
+import { Bench, benchImpl } from './skein/service.js';
 
 const MODES = ['none', 'default', 'server', 'client'] as const;
 type Mode = (typeof MODES)[number];
@@ -66,7 +67,6 @@ export interface PolicyClientResult {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const now = (): bigint => process.hrtime.bigint();
 
 function statusOf(err: unknown): string {
   return isSkeinError(err) ? err.statusName : 'NOT_A_SKEIN_ERROR';
@@ -77,17 +77,7 @@ function statusOf(err: unknown): string {
 /** A bench server like lib/child.ts serverMain, plus a `cpu` stdin command (process.cpuUsage()). */
 async function serverRole(policies: boolean): Promise<void> {
   const server = createServer(policies ? {} : { resilience: false });
-  server.add(
-    implement(Bench, {
-      async echo(req) {
-        return req;
-      },
-      async *stream({ count, size }) {
-        const b = Buffer.alloc(size, 7);
-        for (let i = 0; i < count; i++) yield b;
-      },
-    }),
-  );
+  server.add(benchImpl);
   const addr = await server.listen({ host: '127.0.0.1', port: 0 });
   commandLoop(async (line) => {
     if (line === 'cpu') emit('cpu', process.cpuUsage());
@@ -108,49 +98,46 @@ async function clientRole(policies: boolean, target: string, size: number, infli
   const first = await Promise.race([client.echo(payload), sleep(15_000).then(() => Promise.reject(new Error('first echo timed out')))]);
   if (first.length !== size) throw new Error(`echo returned ${first.length} bytes, sent ${size}`);
 
-  let phase: 'warm' | 'measure' | 'stop' = 'warm';
-  let count = 0;
   let failed = 0;
   let lastError: unknown = null;
   const errors: Record<string, number> = {};
   const warmupErrors: Record<string, number> = {};
-  const samples = new Samples();
-  const worker = async (): Promise<void> => {
-    while (phase !== 'stop') {
-      const t0 = now();
-      try {
-        const reply = await client.echo(payload);
-        if (reply.length !== size) throw new Error(`echo returned ${reply.length} bytes, sent ${size}`);
-        if (phase === 'measure') {
-          samples.push(Number(now() - t0) / 1000);
-          count++;
-        }
-      } catch (err) {
-        lastError = err;
-        const s = statusOf(err);
-        if (phase === 'measure') errors[s] = (errors[s] ?? 0) + 1;
-        else warmupErrors[s] = (warmupErrors[s] ?? 0) + 1;
-        // A refused call returns at once: give the event loop a turn so a worker cannot spin.
-        if (++failed >= 1_000_000) phase = 'stop';
-        else await new Promise((r) => setImmediate(r));
+  let cpu0 = process.cpuUsage();
+  let cpu = cpu0;
+  let failed0 = 0;
+  let failedInWindow = 0;
+  const { count, seconds: elapsed, samples } = await closedLoop({
+    inflight,
+    warmup,
+    seconds,
+    call: async () => {
+      const reply = await client.echo(payload);
+      if (reply.length !== size) throw new Error(`echo returned ${reply.length} bytes, sent ${size}`);
+      return reply;
+    },
+    onError: async (err, measuring) => {
+      lastError = err;
+      const s = statusOf(err);
+      if (measuring) errors[s] = (errors[s] ?? 0) + 1;
+      else warmupErrors[s] = (warmupErrors[s] ?? 0) + 1;
+      if (++failed >= 1_000_000) return true;
+      // A refused call returns at once: give the event loop a turn so a worker cannot spin.
+      await new Promise((r) => setImmediate(r));
+      return false;
+    },
+    // The orchestrator reads the server's CPU time when it sees these marks.
+    onWindow: (edge) => {
+      if (edge === 'start') {
+        process.stdout.write('mark start\n');
+        cpu0 = process.cpuUsage();
+        failed0 = failed;
+      } else {
+        cpu = process.cpuUsage(cpu0);
+        failedInWindow = failed - failed0;
+        process.stdout.write('mark end\n');
       }
-    }
-  };
-  const workers = Array.from({ length: inflight }, () => worker());
-  await sleep(warmup * 1000);
-  if (phase === 'warm') phase = 'measure';
-  // The orchestrator reads the server's CPU time when it sees these marks.
-  process.stdout.write('mark start\n');
-  const cpu0 = process.cpuUsage();
-  const failed0 = failed;
-  const t0 = now();
-  await sleep(seconds * 1000);
-  phase = 'stop';
-  const elapsed = Number(now() - t0) / 1e9;
-  const cpu = process.cpuUsage(cpu0);
-  const failedInWindow = failed - failed0;
-  process.stdout.write('mark end\n');
-  await Promise.race([Promise.all(workers), sleep(10_000)]);
+    },
+  });
   await Promise.race([client.close(), sleep(2000)]);
   // No success at all is a failure of the run, unless every call was refused (a shedding
   // server whose limit collapsed: that is a result, reported as 0 req/s).

@@ -40,6 +40,7 @@ import { connect, createServer, implement, isSkeinError, service, unary } from '
 import { exitWithParent, fatal, serverMain } from './lib/child.js';
 import { benchScript, Child } from './lib/proc.js';
 import { envNum, errorMessage, firstLine, fmtInt, fmtRatio, fmtRuns, machineMeta, parseJsonArg, printHeader, ratio, table, writeJson } from './lib/report.js';
+import { closedLoop } from './lib/driver.js';
 import { median, percentile, Samples } from './lib/stats.js';
 
 const Work = service('shedbench', {
@@ -135,36 +136,19 @@ async function capacityRole(target: string, inflight: number, seconds: number, w
   setTimeout(() => fatal(new Error('client self-timeout')), (seconds + warmup + 60) * 1000).unref();
   const c = client(target);
   await firstCall(c);
-  let phase: 'warm' | 'measure' | 'stop' = 'warm';
-  let count = 0;
   let errors = 0;
   let lastError: unknown = null;
-  const samples = new Samples();
-  const worker = async (): Promise<void> => {
-    let n = 0;
-    while (phase !== 'stop') {
-      const t0 = now();
-      try {
-        await c.work({ n: n++ }, { timeout: 10_000 });
-        if (phase === 'measure') {
-          samples.push(Number(now() - t0) / 1000);
-          count++;
-        }
-      } catch (err) {
-        errors++;
-        lastError = err;
-        if (errors >= 100) phase = 'stop';
-      }
-    }
-  };
-  const workers = Array.from({ length: inflight }, () => worker());
-  await sleep(warmup * 1000);
-  if (phase === 'warm') phase = 'measure';
-  const t0 = now();
-  await sleep(seconds * 1000);
-  phase = 'stop';
-  const elapsed = Number(now() - t0) / 1e9;
-  await Promise.race([Promise.all(workers), sleep(15_000)]);
+  const { count, seconds: elapsed, samples } = await closedLoop({
+    inflight,
+    warmup,
+    seconds,
+    call: (n) => c.work({ n }, { timeout: 10_000 }),
+    onError: (err) => {
+      lastError = err;
+      return ++errors >= 100;
+    },
+    drainMs: 15_000,
+  });
   await Promise.race([c.close(), sleep(2000)]);
   if (count === 0 || errors >= 100) throw new Error(`capacity run failed: ${count} ok, ${errors} errors; last: ${String(lastError)}`);
   const sorted = samples.sorted();

@@ -55,46 +55,105 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
+export interface ClosedLoopOptions<R> {
+  /** Workers, each awaiting one call at a time. */
+  inflight: number;
+  /** Seconds run before the measured window. */
+  warmup: number;
+  /** Seconds of the measured window. */
+  seconds: number;
+  /** One call; `n` counts this worker's calls. A reply it rejects should throw. */
+  call: (n: number) => Promise<R>;
+  /** A call that succeeded inside the window (its latency is already recorded). */
+  onReply?: (reply: R) => void;
+  /**
+   * A call that failed (`measuring`: inside the window). Resolve true to stop the run; the
+   * worker awaits it before its next call (a refused call returns at once: give the loop a turn).
+   */
+  onError: (err: unknown, measuring: boolean) => boolean | Promise<boolean>;
+  /** The window opens ('start') and closes ('end'): for CPU readings and marks. */
+  onWindow?: (edge: 'start' | 'end') => void;
+  /** Longest wait, ms, for the calls still in flight when the window closes. @default 10000 */
+  drainMs?: number;
+}
+
+export interface ClosedLoopResult {
+  /** Calls that succeeded inside the window. */
+  count: number;
+  /** Length of the window, s. */
+  seconds: number;
+  /** Their latencies, µs. */
+  samples: Samples;
+  /** An `onError` stopped the run. */
+  stopped: boolean;
+}
+
+/**
+ * The closed loop every client of the benches runs: `inflight` workers calling back to
+ * back, a warm-up, then a measured window in which every success is timed
+ * (process.hrtime) and counted. Only what a bench counts differs: `onReply` / `onError`.
+ */
+export async function closedLoop<R>(o: ClosedLoopOptions<R>): Promise<ClosedLoopResult> {
+  // Workers change `phase` concurrently; read it through `as Phase` where TS over-narrows.
+  let phase: Phase = 'warm';
+  let count = 0;
+  let stopped = false;
+  const samples = new Samples();
+  const worker = async (): Promise<void> => {
+    let n = 0;
+    while (phase !== 'stop') {
+      const t0 = now();
+      try {
+        const reply = await o.call(n++);
+        if (phase === 'measure') {
+          samples.push(Number(now() - t0) / 1000);
+          count++;
+          o.onReply?.(reply);
+        }
+      } catch (err) {
+        if (await o.onError(err, phase === 'measure')) {
+          stopped = true;
+          phase = 'stop';
+        }
+      }
+    }
+  };
+  const workers = Array.from({ length: o.inflight }, () => worker());
+  await sleep(o.warmup * 1000);
+  if ((phase as Phase) === 'warm') phase = 'measure';
+  o.onWindow?.('start');
+  const t0 = now();
+  await sleep(o.seconds * 1000);
+  phase = 'stop';
+  const seconds = Number(now() - t0) / 1e9;
+  o.onWindow?.('end');
+  // Let the calls still in flight finish, but never wait forever.
+  await Promise.race([Promise.all(workers), sleep(o.drainMs ?? 10_000)]);
+  return { count, seconds, samples, stopped };
+}
+
 export async function runUnary(c: BenchClient, size: number, inflight: number, seconds: number, warmup: number): Promise<UnaryResult> {
   const payload = Buffer.alloc(size, 0x61);
   // First call establishes the connection; not measured.
   const first = await withTimeout(c.echo(payload), 15_000, 'first echo');
   if (first.length !== size) throw new Error(`echo returned ${first.length} bytes, sent ${size}`);
 
-  // Workers change `phase` concurrently; read it through `as Phase` where TS over-narrows.
-  let phase: Phase = 'warm';
-  let count = 0;
   let errors = 0;
   let lastError: unknown = null;
-  const samples = new Samples();
-
-  const worker = async (): Promise<void> => {
-    while (phase !== 'stop') {
-      const t0 = now();
-      try {
-        const reply = await c.echo(payload);
-        if (reply.length !== size) throw new Error(`echo returned ${reply.length} bytes, sent ${size}`);
-        if (phase === 'measure') {
-          samples.push(Number(now() - t0) / 1000);
-          count++;
-        }
-      } catch (err) {
-        errors++;
-        lastError = err;
-        if (errors >= MAX_ERRORS) phase = 'stop';
-      }
-    }
-  };
-
-  const workers = Array.from({ length: inflight }, () => worker());
-  await sleep(warmup * 1000);
-  phase = 'measure';
-  const t0 = now();
-  await sleep(seconds * 1000);
-  phase = 'stop';
-  const elapsed = Number(now() - t0) / 1e9;
-  // Let the calls still in flight finish, but never wait forever.
-  await Promise.race([Promise.all(workers), sleep(10_000)]);
+  const { count, seconds: elapsed, samples } = await closedLoop({
+    inflight,
+    warmup,
+    seconds,
+    call: async () => {
+      const reply = await c.echo(payload);
+      if (reply.length !== size) throw new Error(`echo returned ${reply.length} bytes, sent ${size}`);
+      return reply;
+    },
+    onError: (err) => {
+      lastError = err;
+      return ++errors >= MAX_ERRORS;
+    },
+  });
   if (errors >= MAX_ERRORS || count === 0) throw new Error(`unary run failed: ${count} ok, ${errors} errors; last: ${String(lastError)}`);
 
   const sorted = samples.sorted();

@@ -185,10 +185,11 @@ export function decisionLine(channel: string, event: unknown): string {
 }
 
 /**
- * The interceptors of a `--verbose` call: retry(), made to apply to the CLI's bidi call
- * when its requests are an array (the JSON argument). retry() only retries unary and
- * array client-stream calls, so the call is shown to it as a client stream whose reply is
- * the list of every reply, and turned back into a bidi call under it. That is safe for any
+ * The interceptors of a `--verbose` call: the default client policies (retry → breaker),
+ * made to apply to the CLI's bidi call when its requests are an array (the JSON argument).
+ * They only guard unary and array client-stream calls, so the call is shown to them as a
+ * client stream whose reply is the list of every reply, and turned back into a bidi call
+ * under them. That is safe for any
  * method kind: the CLI's runtime method is not idempotent, so retry() only retries failures
  * that never reached a handler, and those come before any reply.
  */

@@ -2,8 +2,8 @@
  * Load reporting, server side: what a server says about its own load (docs/balancing.md
  * §load, docs/channels.md §4). The `load` picker of the clients weighs instances by it.
  *
- *   ServerCall ── begin()/end() ──▶ CallLoad { inflight, latencyMs }     per call: a counter and
- *                                      │                                  one clock read at each end
+ *   ServerCall ── start()/finish() ─▶ CallLoad { inflight, latencyMs }    per call: a counter (the
+ *                                      │                                  server times the call)
  *   skein.health.watch({ loadReportMs }) ── every interval ──▶ LoadSampler.sample()
  *                                      │                          cpu, mem: read from the process
  *                                      ▼
@@ -52,8 +52,9 @@ export const MAX_LOAD_REPORT_MS = 3_600_000;
 
 /**
  * Calls running on one server and the average duration of its unary calls. The server
- * keeps one; each call costs a counter increment, a decrement, and (unary calls) one
- * `performance.now()` at each end. Allocates nothing per call.
+ * keeps one and reports each call to it (as its first admission gate, src/rpc/server.ts,
+ * which already times the call): a counter increment, a decrement, and for a unary call one
+ * EWMA step. Allocates nothing per call.
  */
 export class CallLoad {
   /** Calls running now. */
@@ -63,24 +64,16 @@ export class CallLoad {
   /** Unary calls measured so far. */
   measured = 0;
 
-  constructor(private readonly now: () => number = performance.now.bind(performance)) {}
-
-  /** A call starts running; for a unary call returns its start time (else 0). */
-  begin(unary: boolean): number {
+  /** A call starts running. */
+  start(): void {
     this.inflight++;
-    return unary ? this.now() : 0;
   }
 
-  /**
-   * A call ended. `startedAt` is what `begin` returned; `measure` false for a call that
-   * should not count in the latency (not unary, or cancelled).
-   */
-  end(startedAt: number, measure: boolean): void {
+  /** A call ended; `durationMs` for a unary call that counts in the latency (undefined: not measured — streams, cancelled calls). */
+  finish(durationMs: number | undefined): void {
     this.inflight--;
-    if (!measure) return;
-    const d = this.now() - startedAt;
-    if (!(d >= 0)) return;
-    this.latencyMs = this.measured++ === 0 ? d : this.latencyMs + LATENCY_EWMA_ALPHA * (d - this.latencyMs);
+    if (durationMs === undefined || !(durationMs >= 0)) return;
+    this.latencyMs = this.measured++ === 0 ? durationMs : this.latencyMs + LATENCY_EWMA_ALPHA * (durationMs - this.latencyMs);
   }
 }
 

@@ -9,7 +9,10 @@
  * runs as an ordinary interceptor — same decisions, the slower path — so that an
  * interceptor placed after, say, an authentication interceptor still runs after it.
  *
- * Contract for a gate (load shedding is the one built in: src/resilience/shed.ts):
+ * The server's own load reporting is its first gate (src/rpc/server.ts `loadGate`), so every
+ * call is timed once, by the server, whatever gates follow.
+ *
+ * Contract for a gate (load shedding is the policy built on it: src/resilience/shed.ts):
  *   - `admit` is synchronous and cheap; it returns a ticket (>= 0) that `release` will get
  *     back, NOT_GATED when this call is none of its business (no `release` follows), or a
  *     SkeinError to refuse the call with (the handler does not run; the error's metadata

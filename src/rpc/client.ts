@@ -190,15 +190,7 @@ function connectTarget<M extends MethodMap>(def: ServiceDef<M>, options: ClientO
   for (const [name, mdef] of Object.entries(def.methods as MethodMap)) {
     const interceptors = methodInterceptors(chains, options.interceptors, name, mdef);
     if (RESERVED.has(name)) throw createError(ErrorCode.INVALID_OPTIONS, `method name ${name} is reserved on clients (${[...RESERVED].join(', ')})`);
-    const rt: MethodRuntime = {
-      service: def.name,
-      method: name,
-      def: mdef,
-      path: def.paths[name as keyof M & string],
-      codecId: mdef.protobuf !== undefined ? CodecId.PROTOBUF : mdef.raw ? CodecId.BYTES : base.id,
-      reqCodec: mdef.protobuf?.request ?? (mdef.raw ? (bytesCodec as Codec) : base),
-      resCodec: mdef.protobuf?.response ?? (mdef.raw ? (bytesCodec as Codec) : base),
-    };
+    const rt = methodRuntime(def, name, mdef, base);
     const direct: Invoke = (call) => invoke(conn, rt, defaults, call.request, call.options);
     if (interceptors.length === 0) {
       client[name] = (request: unknown, opts?: CallOptions) => invoke(conn, rt, defaults, request, opts ?? {});
@@ -236,6 +228,7 @@ function methodInterceptors(chains: ClientPolicyChains | undefined, own: ClientI
   return own === undefined || own.length === 0 ? policies : [...policies, ...own];
 }
 
+/** How one method's calls are sent: its path and codecs (protobuf or raw by definition, else the client's). */
 function methodRuntime(def: ServiceDef, name: string, mdef: MethodDef, base: Codec): MethodRuntime {
   return {
     service: def.name,

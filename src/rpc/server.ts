@@ -112,8 +112,6 @@ interface MethodEntry {
   direct: ((request: unknown, ctx: CallContext) => ReturnType<Handle>) | undefined;
   /** Admission gates run around the call (the leading gated interceptors: src/rpc/admission.ts). */
   gates: readonly AdmissionGate[];
-  /** Load reporting: where the call is counted while it runs; undefined for skein.health (watches are not load). */
-  load: CallLoad | undefined;
 }
 
 export interface BoundAddress {
@@ -158,7 +156,9 @@ export class Server extends EventEmitter<ServerEvents> {
     super();
     this.options = Object.freeze({ ...options });
     const { gates, rest } = splitGates([...serverPolicies(options.resilience), ...(options.interceptors ?? [])]);
-    this.gates = gates;
+    // Load reporting is the first gate: it counts every call the policies admit or refuse
+    // (a refused one only for an instant, unmeasured), with the server's one clock reading.
+    this.gates = [loadGate(this.callLoad), ...gates];
     this.interceptors = rest;
     this.onError = options.onError ?? ((err, w) => process.stderr.write(`skein: handler ${w.service}.${w.method} failed: ${(err as Error)?.stack ?? String(err)}\n`));
     if (options.ttl !== undefined && !(Number.isFinite(options.ttl) && options.ttl > 0)) throw createError(ErrorCode.INVALID_OPTIONS, `createServer(): ttl must be a positive number of seconds, got ${options.ttl}`);
@@ -190,7 +190,7 @@ export class Server extends EventEmitter<ServerEvents> {
           ? (call) => fn.call(handlers, call.request, call.ctx) as ReturnType<Handle>
           : async (call) => fn.call(handlers, await validate(input, call.request, 'request'), call.ctx) as ReturnType<Handle>;
       const direct = interceptors.length === 0 && input === undefined ? (request: unknown, ctx: CallContext) => fn.call(handlers, request, ctx) as ReturnType<Handle> : undefined;
-      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct, load: def.name === HEALTH_SERVICE ? undefined : this.callLoad , gates: this.gates });
+      methods.set(name, { service: def.name, method: name, def: mdef, handle: interceptors.length === 0 ? base : compose(interceptors, base), direct, gates: this.gates });
     }
     this.services.set(def.name, methods);
     if (def.name !== HEALTH_SERVICE && this.health !== undefined) this.health.set(def.name, this.listening && !this.closing ? HealthStatus.SERVING : HealthStatus.NOT_SERVING);
@@ -362,6 +362,24 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 }
 
+/**
+ * Load reporting (src/observe/load.ts) as an admission gate: every call but skein.health's
+ * (the watches are not load) is counted while it runs, and a unary call that was not
+ * cancelled adds its duration to the latency average.
+ */
+function loadGate(load: CallLoad): AdmissionGate {
+  return {
+    admit(service) {
+      if (service === HEALTH_SERVICE) return NOT_GATED;
+      load.start();
+      return 0;
+    },
+    release(_ticket, kind, elapsedMs, _err, cancelled) {
+      load.finish(kind === MethodKind.UNARY && !cancelled ? elapsedMs : undefined);
+    },
+  };
+}
+
 const RAW_CODECS = Object.freeze({ req: bytesCodec as Codec, res: bytesCodec as Codec });
 
 function codecsFor(def: MethodDef, codecId: number): { req: Codec; res: Codec } | undefined {
@@ -427,8 +445,6 @@ class ServerCall implements CallContext, StreamHandler {
   private timer: TimerHandle;
   private trailersMd: Metadata | undefined;
   private gate: DrainGate | undefined;
-  /** Load reporting: when the handler started (`CallLoad.begin`), -1 while not counted. */
-  private startedAt = -1;
   /** Admission gates: admitted and not released yet; when; the first gate's ticket, the others'. */
   private gated = false;
   private admittedAt = 0;
@@ -543,9 +559,7 @@ class ServerCall implements CallContext, StreamHandler {
 
   private async run(request: unknown): Promise<void> {
     const def = this.entry.def;
-    if (this.entry.gates.length > 0 && !this.gated && !this.admit()) return;
-    const load = this.entry.load;
-    if (load !== undefined && this.startedAt < 0) this.startedAt = load.begin(def.kind === MethodKind.UNARY);
+    if (!this.gated && !this.admit()) return;
     try {
       const direct = this.entry.direct;
       let result = direct !== undefined ? direct(request, this) : this.entry.handle({ service: this.service, method: this.method, kind: def.kind, request, ctx: this });
@@ -612,7 +626,6 @@ class ServerCall implements CallContext, StreamHandler {
     if (this.done) return;
     this.done = true;
     stopTimer(this.timer);
-    if (this.startedAt >= 0) this.uncount(true);
     if (this.gated) this.releaseGates(err, false);
     const trailers = err === undefined ? this.trailersMd : { ...err.metadata, ...this.trailersMd };
     try {
@@ -634,7 +647,6 @@ class ServerCall implements CallContext, StreamHandler {
     if (this.done) return;
     this.done = true;
     stopTimer(this.timer);
-    if (this.startedAt >= 0) this.uncount(false);
     if (this.gated) this.releaseGates(err, true);
     this.inbound?.fail(err);
     this.gate?.open();
@@ -647,13 +659,6 @@ class ServerCall implements CallContext, StreamHandler {
     const err = createError(ErrorCode.DEADLINE, `deadline exceeded in ${this.service}.${this.method}`);
     this.signalAbort(err);
     this.finish(err);
-  }
-
-  /** Load reporting: the call no longer runs; `measure` its duration (unary calls that finished). */
-  private uncount(measure: boolean): void {
-    const startedAt = this.startedAt;
-    this.startedAt = -1;
-    this.entry.load!.end(startedAt, measure && this.entry.def.kind === MethodKind.UNARY);
   }
 
   private signalAbort(reason: SkeinError): void {
