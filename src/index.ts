@@ -65,8 +65,7 @@ export { registerPicker, pickerFor, pickerNames, roundRobin, weighted, leastInfl
 export type { Picker, PickerBuilder, PickerOptions, PickerSubchannel, PickInfo, PickResult, CallOutcome, LoadReport } from './balance/index.js';
 export { Health, HealthStatus, HealthService, HEALTH_SERVICE } from './observe/index.js';
 export type { HealthStatusValue, HealthRequest, HealthReply } from './observe/index.js';
-export { LoadSampler, processLoadSource, DEFAULT_LOAD_REPORT_MS } from './observe/index.js';
-export type { LoadSample, LoadSource, LoadSamplerOptions } from './observe/index.js';
+export type { LoadSample } from './observe/index.js';
 export { registerDiscovery, unregisterDiscovery, discoverySchemes, discoveryFor, resolverFor, registrarFor, parseDiscoveryUrl, setupDiscovery } from './discovery/index.js';
 export type { Instance, Resolver, ResolverEvent, Registrar, Registration, RegisterOptions, DiscoveryPlugin, RegisterDiscoveryOptions } from './discovery/index.js';
 export { embeddedDiscovery, openRegistry, Registry } from './discovery/embedded/index.js';
